@@ -1,0 +1,47 @@
+"""Settings: small value objects built from options, environment variables and defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["DEFAULT_MODEL", "HOME_ENV", "IngestSettings", "kg_etl_home"]
+
+HOME_ENV = "KG_ETL_HOME"
+# LFM2-1.2B at Q4_K_M: ~0.7 GB, good extraction quality for its size, fast on any recent GPU.
+DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"
+
+
+def kg_etl_home() -> Path:
+    """Where kg-etl keeps user state (local graph server, models, caches).
+
+    ``KG_ETL_HOME`` relocates all of it, so tests point it at a temporary folder.
+    """
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kg-etl"
+
+
+class IngestSettings(BaseModel):
+    """What ``kg-etl ingest`` does, beyond which files and which graph."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(default=DEFAULT_MODEL, description="manifest name or path of a .gguf file")
+    download: bool = Field(default=True, description="pull a named model that is not on disk")
+    batch_size: int = Field(default=10, ge=1, le=1000, description="chunks per graph transaction")
+    extractors: tuple[str, ...] = ("facts",)
+    retries: int = Field(default=2, ge=0, le=10, description="re-asks after an invalid reply")
+    # 8k tokens: a ~500-token chunk and its instructions, plus the longest reply any schema admits.
+    n_ctx: int = Field(default=8192, ge=512)
+    gpu_layers: int = Field(default=-1, ge=-1, description="-1 = all layers on the GPU, 0 = CPU only")
+    require_gpu: bool = False
+    deterministic: bool = Field(default=False, description="greedy decoding (temperature 0)")
+    read_timeout: float = Field(default=120.0, gt=0)
+    password: SecretStr | None = None
+    chunk_tokens: int | None = Field(default=None, ge=32)
+    overlap_tokens: int | None = Field(default=None, ge=0)

@@ -1,0 +1,87 @@
+"""The one exception tree of kg-etl.
+
+Every error a user can cause or meet is a ``KgEtlError``; the CLI catches it once and prints
+``str(error)`` as a single line, so each message names the thing at fault and what to do::
+
+    KgEtlError
+    ├── ConfigError            bad option, env var or config file value
+    ├── ReadError              a PDF cannot be read at all (the run goes on with the next file)
+    │   └── PasswordError      encrypted and no password given opens it
+    ├── ModelError             a model file is missing, corrupt or cannot be loaded
+    │   ├── ModelNotFoundError the chosen model is not on disk and may not be downloaded
+    │   ├── DownloadError      a download or its checksum failed
+    │   └── GpuUnavailableError the GPU was asked for but this build cannot offload
+    ├── ExtractionError        a reply never fitted its schema within the retry budget
+    └── GraphError             the graph database failed or refused a statement
+        └── GraphServerError   the local graph server cannot be started, found or stopped
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DownloadError",
+    "ExtractionError",
+    "GpuUnavailableError",
+    "GraphError",
+    "GraphServerError",
+    "KgEtlError",
+    "ModelError",
+    "ModelNotFoundError",
+    "PasswordError",
+    "ReadError",
+]
+
+
+class KgEtlError(Exception):
+    """Root of every error kg-etl raises on purpose."""
+
+
+class ConfigError(KgEtlError):
+    """Raised when an option, environment variable or config value is invalid."""
+
+
+class ReadError(KgEtlError):
+    """Raised when a PDF cannot be opened or yields no pages at all."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class PasswordError(ReadError):
+    """Raised when a PDF is encrypted and neither the empty nor a given password opens it."""
+
+
+class ModelError(KgEtlError):
+    """Raised when a model cannot be found, verified or loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """Raised when the chosen model is absent and downloading is not possible or not allowed."""
+
+
+class DownloadError(ModelError):
+    """Raised when a model download fails (offline, hub error) or its checksum does not match."""
+
+
+class GpuUnavailableError(ModelError):
+    """Raised when GPU offload was requested but llama-cpp-python was built without it."""
+
+
+class ExtractionError(KgEtlError):
+    """Raised when a model reply never validates; carries the last raw reply and attempt count."""
+
+    def __init__(self, message: str, raw: str = "", attempts: int = 0) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.attempts = attempts
+
+
+class GraphError(KgEtlError):
+    """Raised when the graph database is unreachable or rejects a statement."""
+
+
+class GraphServerError(GraphError):
+    """Raised when the local graph server cannot be started, found or stopped."""

@@ -1,0 +1,50 @@
+"""Atomic facts: short self-contained statements, each optionally with a subject-predicate-object triple."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kg_etl.extract.base import Extractor
+
+__all__ = ["FACTS", "Fact", "Facts", "Triple"]
+
+
+class Triple(BaseModel):
+    """A subject-predicate-object reading of a fact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=60, description="the entity the fact is about")
+    predicate: str = Field(min_length=1, max_length=40, description="a short verb phrase, e.g. 'is part of'")
+    object: str = Field(min_length=1, max_length=60, description="the other entity or value")
+
+
+class Fact(BaseModel):
+    """One atomic fact stated in the excerpt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    statement: str = Field(min_length=5, max_length=160,
+                           description="one self-contained sentence, understandable without the excerpt")
+    triple: Triple | None = Field(description="the fact as subject-predicate-object, or null if it has none")
+
+
+class Facts(BaseModel):
+    """The atomic facts of one chunk."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    facts: list[Fact] = Field(max_length=6, description="the most important facts, at most 6")
+
+
+FACTS = Extractor(
+    name="facts",
+    version="1",
+    schema=Facts,
+    task=(
+        "List the atomic facts the excerpt states: each a short, self-contained sentence that names its "
+        "subject explicitly (no 'it' or 'they'), and, where it fits, a subject-predicate-object triple. "
+        'Answer as {"facts": [{"statement": "...", "triple": {"subject": "...", "predicate": "...", '
+        '"object": "..."}}]}; use "triple": null when the fact has no clear triple.'
+    ),
+)

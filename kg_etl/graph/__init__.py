@@ -1,0 +1,1 @@
+"""The graph stage: schema, batched idempotent writer, queries and the local Bolt server."""

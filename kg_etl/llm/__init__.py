@@ -1,0 +1,1 @@
+"""The resident model, grammar-constrained output, prompts and the LangChain adapter."""

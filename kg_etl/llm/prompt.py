@@ -1,0 +1,51 @@
+"""Prompts: the chunk text sits in a prefix that every extractor shares, so it is evaluated once per chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.prompts import ChatPromptTemplate
+
+from kg_etl.models import Chunk
+
+__all__ = ["SPLIT", "chunk_messages", "retry_messages", "to_chat_dicts"]
+
+# Marks where the shared prefix ends inside the rendered prompt. A control character: the reader strips
+# those from document text, so it can never occur in a chunk.
+SPLIT = "\x1e"
+
+SYSTEM = (
+    "You are a precise information-extraction system. You read one excerpt of a document and answer "
+    "with a single JSON object that follows the requested format exactly. Use only what the excerpt "
+    "states; never invent facts. Keep every string short and self-contained."
+)
+
+CHUNK_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", SYSTEM),
+        ("human", 'Excerpt from "{source}", pages {pages}:\n\n{text}\n\n{split}{task}'),
+    ]
+)
+
+
+def chunk_messages(chunk: Chunk, source: str, task: str) -> list[BaseMessage]:
+    """The messages for one extractor over one chunk; everything before ``SPLIT`` is shared."""
+    pages = str(chunk.page_start) if chunk.page_start == chunk.page_end else f"{chunk.page_start}-{chunk.page_end}"
+    return CHUNK_PROMPT.format_messages(
+        source=source.replace(SPLIT, " "), pages=pages, text=chunk.text.replace(SPLIT, " "),
+        split=SPLIT, task=task,
+    )
+
+
+def retry_messages(messages: Sequence[BaseMessage], reply: str, error: str) -> list[BaseMessage]:
+    """``messages`` plus the invalid reply and the validation error, asking for a corrected reply."""
+    retry = ChatPromptTemplate.from_messages(
+        [("ai", "{reply}"), ("human", "That reply is invalid: {error}\nReply again with corrected JSON only.")]
+    )
+    return [*messages, *retry.format_messages(reply=reply, error=error[:500])]
+
+
+def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the ``{"role", "content"}`` dicts that chat templates take."""
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in convert_to_openai_messages(list(messages))]

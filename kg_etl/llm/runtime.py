@@ -1,0 +1,270 @@
+"""The resident model: one llama.cpp model loaded per run, shared by every extractor, closed explicitly.
+
+LFM2 is a hybrid (short convolutions + attention): llama.cpp cannot drop part of its memory, so its automatic
+prompt-prefix reuse re-evaluates every prompt in full. What works is evaluating the shared prefix (system
+prompt + chunk text) once, snapshotting the context state, and restoring that snapshot before each
+extractor's call, so only the extractor's own instructions and its reply are evaluated.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kg_etl.errors import GpuUnavailableError, ModelError
+
+__all__ = [
+    "CUDA_BUILD_HINT",
+    "Completion",
+    "LocalModel",
+    "ModelStats",
+    "Prefix",
+    "Sampling",
+    "gpu_offload_supported",
+]
+
+CUDA_BUILD_HINT = ('reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" '
+                   "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36")
+
+
+class Sampling(BaseModel):
+    """Sampling settings; the defaults are LiquidAI's recommendations for LFM2."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(default=0.3, ge=0.0, le=2.0)
+    min_p: float = Field(default=0.15, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.05, ge=1.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    seed: int = 0
+
+    @classmethod
+    def deterministic(cls) -> Sampling:
+        """Greedy decoding: the same prompt always gives the same reply (tests, benchmarks)."""
+        return cls(temperature=0.0, min_p=0.0, repeat_penalty=1.0)
+
+
+class Completion(BaseModel):
+    """One generated reply and what it cost."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int = Field(description="prompt tokens evaluated for this call (not reused from state)")
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class ModelStats:
+    """Running totals over the model's lifetime, for the end-of-run report and the benchmark."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, completion: Completion) -> None:
+        self.calls += 1
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+        self.seconds += completion.seconds
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """An evaluated prompt prefix: its tokens and the context state right after them."""
+
+    tokens: tuple[int, ...]
+    state: bytes = field(repr=False)
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama-cpp-python build can offload layers to a GPU (a CPU build cannot)."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class LocalModel:
+    """A GGUF model resident in this process. Use as a context manager or call ``close()``.
+
+    Args:
+        path: the .gguf file.
+        n_ctx: context window in tokens; chunk + instructions + reply must fit.
+        n_gpu_layers: layers to offload; -1 = all, 0 = CPU only.
+        require_gpu: fail (rather than silently run on the CPU) when offload is asked for but unsupported.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = -1,
+        require_gpu: bool = False,
+        n_threads: int | None = None,
+        sampling: Sampling | None = None,
+    ) -> None:
+        import llama_cpp
+
+        if require_gpu and not gpu_offload_supported():
+            raise GpuUnavailableError(f"--gpu was given but this llama-cpp-python build cannot offload; "
+                                      f"{CUDA_BUILD_HINT}")
+        self.path = path
+        self.sampling = sampling or Sampling()
+        self.stats = ModelStats()
+        self.offloaded = n_gpu_layers != 0 and gpu_offload_supported()
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
+                n_threads_batch=n_threads, seed=self.sampling.seed, verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelError(f"{path}: llama.cpp cannot load this model ({e}); check the file is a complete "
+                             "GGUF (`kg-etl models pull` re-downloads it)") from e
+        self._formatter = self._chat_formatter()
+        self._closed = False
+        self._evals: list[int] = []
+        self._wrap_eval()
+
+    def _wrap_eval(self) -> None:
+        # Record every batch llama.cpp evaluates, so the prompt tokens a call really evaluated are measured
+        # rather than assumed (a failed prefix reuse would otherwise go unnoticed).
+        inner = self._llm.eval
+
+        def counting_eval(tokens: Sequence[int]) -> None:
+            self._evals.append(len(tokens))
+            inner(tokens)
+
+        self._llm.eval = counting_eval
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalModel:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Free the model and its context now (VRAM included), not whenever the GC gets to it."""
+        if not self._closed:
+            self._llm.close()
+            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._llm.n_ctx())
+
+    # -- text ----------------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens of ``text`` with special-token markup (``<|im_start|>``) parsed, no BOS added."""
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model's own tokenizer makes of plain ``text``."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text for chat ``messages``, from the GGUF's own chat template."""
+        return str(self._formatter(messages=list(messages)).prompt)
+
+    def _chat_formatter(self) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            # llama-cpp-python would silently fall back to the llama-2 format, which LFM2 was not trained on.
+            raise ModelError(f"{self.path}: the GGUF has no chat template (tokenizer.chat_template); "
+                             "use an official LFM2 GGUF")
+        special = lambda token: self._llm.detokenize([token], special=True).decode("utf-8", "replace")  # noqa: E731
+        return Jinja2ChatFormatter(template, eos_token=special(self._llm.token_eos()),
+                                   bos_token=special(self._llm.token_bos()))
+
+    # -- generation ----------------------------------------------------------------------------------------
+
+    def evaluate_prefix(self, text: str) -> Prefix:
+        """Evaluate ``text`` from an empty context and snapshot the state after it."""
+        import llama_cpp
+
+        tokens = self.tokenize(text)
+        started = time.perf_counter()
+        self._llm.reset()
+        self._evals.clear()
+        self._llm.eval(tokens)
+        size = llama_cpp.llama_state_get_size(self._llm.ctx)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(self._llm.ctx, buffer, size)
+        self.stats.prompt_tokens += len(tokens)
+        self.stats.seconds += time.perf_counter() - started
+        return Prefix(tuple(tokens), bytes(buffer[:written]))
+
+    def _restore(self, prefix: Prefix) -> None:
+        import llama_cpp
+
+        buffer = (ctypes.c_uint8 * len(prefix.state)).from_buffer_copy(prefix.state)
+        if llama_cpp.llama_state_set_data(self._llm.ctx, buffer, len(prefix.state)) != len(prefix.state):
+            raise ModelError(f"{self.path}: restoring the prompt state failed")
+        n = len(prefix.tokens)
+        self._llm.input_ids[:n] = prefix.tokens
+        self._llm.n_tokens = n
+
+    def complete(
+        self,
+        suffix: str,
+        *,
+        prefix: Prefix | None = None,
+        grammar: Any = None,
+        max_tokens: int = 512,
+        sampling: Sampling | None = None,
+    ) -> Completion:
+        """Generate a reply to ``prefix`` + ``suffix``; only the suffix is evaluated when a prefix is given.
+
+        Args:
+            suffix: prompt text after the prefix (the whole prompt when ``prefix`` is None).
+            prefix: an evaluated prefix from ``evaluate_prefix``; its state is restored first.
+            grammar: a ``llama_cpp.LlamaGrammar`` that constrains the reply.
+            max_tokens: generation budget; ``finish_reason == "length"`` when it ran out.
+        """
+        s = sampling or self.sampling
+        suffix_tokens = self.tokenize(suffix)
+        tokens = list(prefix.tokens if prefix else ()) + suffix_tokens
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ModelError(f"prompt of {len(tokens)} tokens + reply of {max_tokens} exceeds the "
+                             f"{self.n_ctx}-token context; use smaller chunks or a larger --n-ctx")
+        started = time.perf_counter()
+        if prefix is not None:
+            self._restore(prefix)
+        else:
+            self._llm.reset()
+        self._evals.clear()
+        result: Any = self._llm.create_completion(
+            tokens, max_tokens=max_tokens, temperature=s.temperature, min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty, top_p=s.top_p, top_k=s.top_k, seed=s.seed, grammar=grammar,
+        )
+        choice = result["choices"][0]
+        completion = Completion(
+            text=choice["text"], finish_reason=choice["finish_reason"] or "stop",
+            # generate() evaluates what it could not reuse in its first eval call, then one token at a time.
+            prompt_tokens=self._evals[0] if self._evals else 0,
+            completion_tokens=int(result["usage"]["completion_tokens"]),
+            seconds=time.perf_counter() - started,
+        )
+        self.stats.add(completion)
+        return completion

@@ -1,0 +1,179 @@
+"""Shared fixtures: an isolated KG_ETL_HOME for every test, and a real Bolt graph server.
+
+Graph fixtures, from broad to narrow:
+
+- ``graph_server`` (session): one local ArcadeDB Bolt server on free loopback ports, as a ``GraphConn``;
+  stopped by its PID at the end of the session, also when tests fail.
+- ``graph`` (function): a ``neo4j.Driver`` on that server whose database was just recreated: no nodes,
+  constraints, indexes or leftover labels. Queries without ``database_=`` reach the ``kg`` database.
+- ``graph_env`` (function): the clean graph, exported as NEO4J_* variables for CLI tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import neo4j
+import pytest
+
+from kg_etl.graph.server import LocalGraphServer, ServerInfo
+from kg_etl.llm.runtime import LocalModel, Sampling
+
+# ---------------------------------------------------------------- isolation
+
+
+@pytest.fixture(autouse=True)
+def kg_etl_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own KG_ETL_HOME, so that none touches the user's state."""
+    home = tmp_path_factory.mktemp("kg-etl-home")
+    monkeypatch.setenv("KG_ETL_HOME", str(home))
+    return home
+
+
+# ---------------------------------------------------------------- the graph server
+
+
+@dataclass(frozen=True)
+class GraphConn:
+    """How to reach the test graph server."""
+
+    uri: str
+    username: str
+    password: str = field(repr=False)  # kept out of reprs, so out of pytest's failure reports
+    database: str
+    info: ServerInfo
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.info.http_port}"
+
+
+@pytest.fixture(scope="session")
+def graph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphConn]:
+    server = LocalGraphServer(tmp_path_factory.mktemp("graph"))
+    info = server.start()
+    try:
+        yield GraphConn(info.uri, info.username, server.password(), info.database, info)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def graph_driver(graph_server: GraphConn) -> Iterator[neo4j.Driver]:
+    auth = (graph_server.username, graph_server.password)
+    with neo4j.GraphDatabase.driver(graph_server.uri, auth=auth) as driver:
+        yield driver
+
+
+@pytest.fixture
+def graph(graph_server: GraphConn, graph_driver: neo4j.Driver) -> neo4j.Driver:
+    """A driver on a freshly recreated, empty database."""
+    reset_database(graph_server)
+    return graph_driver
+
+
+@pytest.fixture
+def graph_env(graph: neo4j.Driver, graph_server: GraphConn, monkeypatch: pytest.MonkeyPatch) -> GraphConn:
+    """The clean graph, as the NEO4J_* variables that the CLI reads."""
+    monkeypatch.setenv("NEO4J_URI", graph_server.uri)
+    monkeypatch.setenv("NEO4J_USERNAME", graph_server.username)
+    monkeypatch.setenv("NEO4J_PASSWORD", graph_server.password)
+    monkeypatch.setenv("NEO4J_DATABASE", graph_server.database)
+    return graph_server
+
+
+def reset_database(conn: GraphConn) -> None:
+    """Drop and recreate the database through ArcadeDB's HTTP API.
+
+    ~0.1 s, and unlike ``MATCH (n) DETACH DELETE n`` it also drops constraints, indexes and the
+    vertex types that ArcadeDB keeps for every label once used (``db.labels()`` would list them).
+    """
+    for command in (f"drop database {conn.database}", f"create database {conn.database}"):
+        _server_command(conn, command)
+
+
+def _server_command(conn: GraphConn, command: str) -> None:
+    token = base64.b64encode(f"{conn.username}:{conn.password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{conn.http_url}/api/v1/server",
+        data=json.dumps({"command": command}).encode(),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.loads(response.read())
+    if body.get("result") != "ok":
+        raise RuntimeError(f"graph server command {command!r} answered {body}")
+
+
+# ---------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight LFM2 GGUF of a few hundred KB, written by the project's own writer."""
+    from kg_etl.testing import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-lfm2.gguf", seed=0)
+
+
+@pytest.fixture
+def tiny_model(tiny_model_path: Path) -> Iterator[LocalModel]:
+    """The tiny model loaded by the real llama.cpp, greedy, closed after the test."""
+    with LocalModel(tiny_model_path, n_ctx=8192, sampling=Sampling.deterministic()) as model:
+        yield model
+
+
+# ---------------------------------------------------------------- Cypher sent by the code
+
+# Every query that kg_etl's own code sends while the tests run, with its parameter names; the Cypher test
+# checks each one against the statements registry, so nothing reaches the database unlisted and unlinted.
+SENT_CYPHER: dict[str, set[str]] = {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _record_cypher() -> Iterator[None]:
+    from neo4j import Session
+    from neo4j._sync.work.transaction import TransactionBase
+
+    originals = {Session: Session.run, TransactionBase: TransactionBase.run}
+
+    def recording(original: Any) -> Any:
+        def run(self: Any, query: Any, parameters: Any = None, **kwargs: Any) -> Any:
+            if _called_from_kg_etl():
+                SENT_CYPHER.setdefault(str(query), set()).update((parameters or {}).keys(), kwargs.keys())
+            return original(self, query, parameters, **kwargs)
+
+        return run
+
+    for cls, original in originals.items():
+        cls.run = recording(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.run = original  # type: ignore[method-assign]
+
+
+def _called_from_kg_etl() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if f"{os.sep}kg_etl{os.sep}" in filename:
+            # A user's own query (`kg-etl query`) is theirs to get right, not a statement of ours.
+            return frame.f_code.co_name != "read_query"
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move tests marked ``order_last`` to the end: they check what the rest of the session did."""
+    items.sort(key=lambda item: item.get_closest_marker("order_last") is not None)
