@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -74,14 +75,15 @@ def _graph_settings(uri: str | None, username: str, password: str | None, databa
     if uri:
         if password is None:
             raise click.UsageError("--neo4j-uri / NEO4J_URI is set but no password: set NEO4J_PASSWORD")
-        return GraphSettings(uri=uri, username=username, password=password, database=database)
+        return GraphSettings(uri=uri, username=username, password=SecretStr(password), database=database)
     server = default_server()
     running = server.status()
     info = running or server.start()
     verb = "using" if running else "started"
     err.print(f"{verb} the local graph server at {info.uri} (database {info.database}); "
               "set NEO4J_URI to use your own Neo4j", highlight=False)
-    return GraphSettings(uri=info.uri, username=info.username, password=server.password(), database=info.database)
+    return GraphSettings(uri=info.uri, username=info.username, password=SecretStr(server.password()),
+                         database=info.database)
 
 
 @contextmanager
@@ -133,7 +135,8 @@ def ingest(inputs: tuple[Path, ...], batch_size: int, model: str, no_download: b
         model=model, download=not no_download, batch_size=batch_size,
         extractors=tuple(x.strip() for x in extract.split(",") if x.strip()), retries=retries, n_ctx=n_ctx,
         gpu_layers=gpu_layers, require_gpu=require_gpu, deterministic=deterministic, read_timeout=read_timeout,
-        password=pdf_password, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens,
+        password=SecretStr(pdf_password) if pdf_password else None, chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
     )
     with _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph, \
             _IngestDisplay(quiet) as display:

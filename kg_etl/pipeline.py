@@ -277,7 +277,7 @@ def _flush(writer: GraphWriter, batch: list[ChunkExtraction], prev: str | None, 
         report.chunks_written += 1
         report.chunks_failed += bool(extraction.failures)
         for name, result in extraction.results.items():
-            items = next(iter(result.model_dump().values()), [])
+            items: object = next(iter(result.model_dump().values()), [])
             report.extractions[name] = report.extractions.get(name, 0) + (len(items) if isinstance(items, list) else 1)
     last = batch[-1].chunk.id
     batch.clear()

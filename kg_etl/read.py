@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from pypdf import PageObject, PdfReader
@@ -547,24 +547,14 @@ def _damage(path: Path, error: Exception) -> str:
     """Why pypdf could not open the file, as a reason that says what to do."""
     size = path.stat().st_size
     with path.open("rb") as f:
-        has_objects = _contains(f, b" obj")
+        head = f.read(1 << 20)  # in any PDF, the first object follows the header closely
         f.seek(max(0, size - 1024))
         tail = f.read()
-    if not has_objects:
+    if not re.search(rb"\d\s+obj\b", head):
         return f"not a PDF: a PDF header but no objects in its {size} bytes; check the file"
     if b"%%EOF" not in tail:
         return f"truncated or damaged PDF (no %%EOF at the end; {_one_line(error)}); download it again"
     return f"damaged PDF ({_one_line(error)}); download it again or repair it (e.g. qpdf)"
-
-
-def _contains(f: BinaryIO, needle: bytes, block: int = 1 << 20) -> bool:
-    """Whether the rest of ``f`` contains ``needle``, read a block at a time."""
-    carry = b""
-    for data in iter(lambda: f.read(block), b""):
-        if needle in carry + data[: len(needle)] or needle in data:
-            return True
-        carry = data[-len(needle) :]
-    return False
 
 
 def _decrypt(reader: PdfReader, path: Path, candidates: list[str | None]) -> None:

@@ -9,6 +9,8 @@ extractor's call, so only the extractor's own instructions and its reply are eva
 from __future__ import annotations
 
 import ctypes
+import functools
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from kg_etl.errors import GpuUnavailableError, ModelError
 __all__ = [
     "CUDA_BUILD_HINT",
     "Completion",
+    "GenRequest",
     "LocalModel",
     "ModelStats",
     "Prefix",
@@ -78,11 +81,51 @@ class ModelStats:
 
 
 @dataclass(frozen=True)
+class GenRequest:
+    """One generation: a prompt split where the shared part ends, a GBNF grammar and a token budget.
+
+    Requests with the same ``prefix`` share its evaluation: it is computed once per ``generate`` call.
+    """
+
+    prefix: str
+    suffix: str
+    grammar: str | None = None
+    max_tokens: int = 512
+
+
+@dataclass(frozen=True)
 class Prefix:
     """An evaluated prompt prefix: its tokens and the context state right after them."""
 
     tokens: tuple[int, ...]
     state: bytes = field(repr=False)
+
+
+_LOG = logging.getLogger("kg_etl.llama")
+_log_callback: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
+
+
+def _route_llama_logs() -> None:
+    """Send llama.cpp's own log lines to Python logging (shown with -v), not straight to stderr.
+
+    llama.cpp's levels are not a guide: it reports harmless facts at error level even with
+    ``verbose=False`` (LFM2's conv layers have no KV heads, so it "pads the V cache"), while real failures
+    reach us as exceptions anyway. So every line is logged at DEBUG, and none breaks into the progress display.
+    """
+    global _log_callback
+    import llama_cpp
+
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def callback(level: int, text: bytes, _: Any) -> None:
+        line = text.decode("utf-8", "replace").rstrip()
+        if line:
+            _LOG.debug("%s", line)
+
+    _log_callback = callback
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
 def gpu_offload_supported() -> bool:
@@ -117,12 +160,13 @@ class LocalModel:
         if require_gpu and not gpu_offload_supported():
             raise GpuUnavailableError(f"--gpu was given but this llama-cpp-python build cannot offload; "
                                       f"{CUDA_BUILD_HINT}")
+        _route_llama_logs()
         self.path = path
         self.sampling = sampling or Sampling()
         self.stats = ModelStats()
         self.offloaded = n_gpu_layers != 0 and gpu_offload_supported()
         try:
-            self._llm = llama_cpp.Llama(
+            self._llm: Any = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
                 n_threads_batch=n_threads, seed=self.sampling.seed, verbose=False,
             )
@@ -164,6 +208,11 @@ class LocalModel:
         return self._closed
 
     @property
+    def llama(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (for the batched decoder, which shares its weights)."""
+        return self._llm
+
+    @property
     def name(self) -> str:
         return self.path.stem
 
@@ -193,9 +242,11 @@ class LocalModel:
             # llama-cpp-python would silently fall back to the llama-2 format, which LFM2 was not trained on.
             raise ModelError(f"{self.path}: the GGUF has no chat template (tokenizer.chat_template); "
                              "use an official LFM2 GGUF")
-        special = lambda token: self._llm.detokenize([token], special=True).decode("utf-8", "replace")  # noqa: E731
-        return Jinja2ChatFormatter(template, eos_token=special(self._llm.token_eos()),
-                                   bos_token=special(self._llm.token_bos()))
+        return Jinja2ChatFormatter(template, eos_token=self._token_text(self._llm.token_eos()),
+                                   bos_token=self._token_text(self._llm.token_bos()))
+
+    def _token_text(self, token: int) -> str:
+        return str(self._llm.detokenize([token], special=True).decode("utf-8", "replace"))
 
     # -- generation ----------------------------------------------------------------------------------------
 
@@ -268,3 +319,25 @@ class LocalModel:
         )
         self.stats.add(completion)
         return completion
+
+    def generate(self, requests: Sequence[GenRequest], sampling: Sampling | None = None) -> list[Completion]:
+        """Complete each request in order, evaluating each distinct prefix once (one sequence at a time)."""
+        evaluated: dict[str, Prefix] = {}
+        out = []
+        for request in requests:
+            prefix = evaluated.get(request.prefix)
+            if prefix is None:
+                # Only the latest prefix is kept: callers group requests by chunk, and a snapshot is MBs.
+                evaluated = {request.prefix: self.evaluate_prefix(request.prefix)}
+                prefix = evaluated[request.prefix]
+            grammar = _llama_grammar(request.grammar) if request.grammar else None
+            out.append(self.complete(request.suffix, prefix=prefix, grammar=grammar,
+                                     max_tokens=request.max_tokens, sampling=sampling))
+        return out
+
+
+@functools.lru_cache(maxsize=64)
+def _llama_grammar(gbnf: str) -> Any:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(gbnf, verbose=False)
