@@ -20,10 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from kg_etl import __version__
-from kg_etl.config import DEFAULT_MODEL, IngestSettings, kg_etl_home
+from kg_etl.config import DEFAULT_CATEGORIES, DEFAULT_MODEL, IngestSettings, kg_etl_home
 from kg_etl.errors import KgEtlError
 from kg_etl.graph.connection import Graph, GraphSettings
 from kg_etl.graph.server import default_server
+from kg_etl.pipeline import ALL_EXTRACTORS
 
 __all__ = ["main"]
 
@@ -59,10 +60,15 @@ def cli() -> None:
 def graph_options(f: F) -> F:
     """The Neo4j connection options, each also read from Neo4j's own environment variables."""
     options = [
-        click.option("--neo4j-uri", envvar="NEO4J_URI", help="Bolt URI, e.g. bolt://localhost:7687 "
-                     "[env NEO4J_URI]; without it kg-etl starts or reuses its local graph server."),
-        click.option("--neo4j-username", envvar="NEO4J_USERNAME", default="neo4j", show_default=True,
-                     help="[env NEO4J_USERNAME]"),
+        click.option(
+            "--neo4j-uri",
+            envvar="NEO4J_URI",
+            help="Bolt URI, e.g. bolt://localhost:7687 "
+            "[env NEO4J_URI]; without it kg-etl starts or reuses its local graph server.",
+        ),
+        click.option(
+            "--neo4j-username", envvar="NEO4J_USERNAME", default="neo4j", show_default=True, help="[env NEO4J_USERNAME]"
+        ),
         click.option("--neo4j-password", envvar="NEO4J_PASSWORD", help="[env NEO4J_PASSWORD]"),
         click.option("--neo4j-database", envvar="NEO4J_DATABASE", help="database name [env NEO4J_DATABASE]"),
     ]
@@ -80,10 +86,13 @@ def _graph_settings(uri: str | None, username: str, password: str | None, databa
     running = server.status()
     info = running or server.start()
     verb = "using" if running else "started"
-    err.print(f"{verb} the local graph server at {info.uri} (database {info.database}); "
-              "set NEO4J_URI to use your own Neo4j", highlight=False)
-    return GraphSettings(uri=info.uri, username=info.username, password=SecretStr(server.password()),
-                         database=info.database)
+    err.print(
+        f"{verb} the local graph server at {info.uri} (database {info.database}); set NEO4J_URI to use your own Neo4j",
+        highlight=False,
+    )
+    return GraphSettings(
+        uri=info.uri, username=info.username, password=SecretStr(server.password()), database=info.database
+    )
 
 
 @contextmanager
@@ -98,33 +107,93 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--batch", "batch_size", default=10, show_default=True, type=click.IntRange(1, 1000),
-              help="Chunks per graph transaction.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, envvar="KG_ETL_MODEL",
-              help="Model name from `kg-etl models list`, or a path to a .gguf file [env KG_ETL_MODEL].")
+@click.option(
+    "--batch",
+    "batch_size",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Chunks per graph transaction.",
+)
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    envvar="KG_ETL_MODEL",
+    help="Model name from `kg-etl models list`, or a path to a .gguf file [env KG_ETL_MODEL].",
+)
 @click.option("--no-download", is_flag=True, help="Never download a model; fail if it is not on disk.")
-@click.option("--extract", "extract", default="facts", show_default=True,
-              help="Comma-separated extractors to run.")
-@click.option("--gpu-layers", default=-1, show_default=True, type=click.IntRange(-1),
-              help="Layers to offload to the GPU: -1 all, 0 none (CPU).")
+@click.option(
+    "--extract",
+    "extract",
+    default=",".join(ALL_EXTRACTORS),
+    show_default=True,
+    help="Comma-separated extractors to run (validate = the QA validation pass).",
+)
+@click.option("--categories", help="Comma-separated category labels to classify into [default: a general set].")
+@click.option(
+    "--gpu-layers",
+    default=-1,
+    show_default=True,
+    type=click.IntRange(-1),
+    help="Layers to offload to the GPU: -1 all, 0 none (CPU).",
+)
 @click.option("--gpu", "require_gpu", is_flag=True, help="Fail unless this build can offload to a GPU.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    envvar="KG_ETL_THREADS",
+    help="CPU threads for llama.cpp [env KG_ETL_THREADS; default: all cores].",
+)
 @click.option("--n-ctx", default=8192, show_default=True, type=click.IntRange(512), help="Context window.")
-@click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 10),
-              help="Re-asks after a reply that does not fit its schema.")
+@click.option(
+    "--retries",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Re-asks after a reply that does not fit its schema.",
+)
 @click.option("--deterministic", is_flag=True, help="Greedy decoding (temperature 0): same input, same graph.")
-@click.option("--password", "pdf_password", envvar="KG_ETL_PDF_PASSWORD",
-              help="Password for encrypted PDFs [env KG_ETL_PDF_PASSWORD].")
-@click.option("--read-timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds allowed to read one PDF.")
+@click.option(
+    "--password",
+    "pdf_password",
+    envvar="KG_ETL_PDF_PASSWORD",
+    help="Password for encrypted PDFs [env KG_ETL_PDF_PASSWORD].",
+)
+@click.option(
+    "--read-timeout",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds allowed to read one PDF.",
+)
 @click.option("--chunk-tokens", type=click.IntRange(32), help="Token budget per chunk [default: 512].")
 @click.option("--overlap-tokens", type=click.IntRange(0), help="Tokens shared by neighbouring chunks [default: 64].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @graph_options
-def ingest(inputs: tuple[Path, ...], batch_size: int, model: str, no_download: bool, extract: str,
-           gpu_layers: int, require_gpu: bool, n_ctx: int, retries: int, deterministic: bool,
-           pdf_password: str | None, read_timeout: float, chunk_tokens: int | None, overlap_tokens: int | None,
-           quiet: bool, neo4j_uri: str | None,
-           neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None) -> None:
+def ingest(
+    inputs: tuple[Path, ...],
+    batch_size: int,
+    model: str,
+    no_download: bool,
+    extract: str,
+    categories: str | None,
+    gpu_layers: int,
+    require_gpu: bool,
+    threads: int | None,
+    n_ctx: int,
+    retries: int,
+    deterministic: bool,
+    pdf_password: str | None,
+    read_timeout: float,
+    chunk_tokens: int | None,
+    overlap_tokens: int | None,
+    quiet: bool,
+    neo4j_uri: str | None,
+    neo4j_username: str,
+    neo4j_password: str | None,
+    neo4j_database: str | None,
+) -> None:
     """Read PDFs (files or folders), extract knowledge with the local model, and write it to the graph.
 
     Re-running on the same files is safe: finished documents are skipped, interrupted ones resume.
@@ -132,18 +201,34 @@ def ingest(inputs: tuple[Path, ...], batch_size: int, model: str, no_download: b
     from kg_etl.pipeline import ingest as run_ingest
 
     settings = IngestSettings(
-        model=model, download=not no_download, batch_size=batch_size,
-        extractors=tuple(x.strip() for x in extract.split(",") if x.strip()), retries=retries, n_ctx=n_ctx,
-        gpu_layers=gpu_layers, require_gpu=require_gpu, deterministic=deterministic, read_timeout=read_timeout,
-        password=SecretStr(pdf_password) if pdf_password else None, chunk_tokens=chunk_tokens,
+        model=model,
+        download=not no_download,
+        batch_size=batch_size,
+        extractors=_split(extract),
+        retries=retries,
+        n_ctx=n_ctx,
+        gpu_layers=gpu_layers,
+        require_gpu=require_gpu,
+        threads=threads,
+        deterministic=deterministic,
+        read_timeout=read_timeout,
+        password=SecretStr(pdf_password) if pdf_password else None,
+        chunk_tokens=chunk_tokens,
         overlap_tokens=overlap_tokens,
+        categories=_split(categories) if categories else DEFAULT_CATEGORIES,
     )
-    with _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph, \
-            _IngestDisplay(quiet) as display:
+    with (
+        _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph,
+        _IngestDisplay(quiet) as display,
+    ):
         report = run_ingest(list(inputs), graph, settings, on_event=display.on_event)
     _print_summary(report)
     if not report.ok:
         sys.exit(1)
+
+
+def _split(values: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values.split(",") if v.strip())
 
 
 class _IngestDisplay:
@@ -151,8 +236,14 @@ class _IngestDisplay:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err, disable=quiet)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=quiet,
+        )
         self.task = self.progress.add_task("starting", total=None)
 
     def __enter__(self) -> _IngestDisplay:
@@ -177,9 +268,11 @@ def _print_summary(report: Any) -> None:
     failed = [d for d in report.documents if d.status == "failed"]
     chunks = sum(d.chunks_written for d in report.documents)
     bad_chunks = sum(d.chunks_failed for d in report.documents)
-    err.print(f"{done} ingested, {skipped} already done, {len(failed)} failed; {chunks} chunks written "
-              f"({bad_chunks} with failed extractions), {report.llm_calls} LLM calls, {report.seconds:.1f} s",
-              highlight=False)
+    err.print(
+        f"{done} ingested, {skipped} already done, {len(failed)} failed; {chunks} chunks written "
+        f"({bad_chunks} with failed extractions), {report.llm_calls} LLM calls, {report.seconds:.1f} s",
+        highlight=False,
+    )
     for d in failed:
         err.print(f"  failed: {d.path}: {d.reason}", highlight=False, markup=False)
 
@@ -190,8 +283,9 @@ def _print_summary(report: Any) -> None:
 @cli.command()
 @click.argument("out_path", metavar="OUT.jsonl", type=click.Path(dir_okay=False, allow_dash=True))
 @graph_options
-def export(out_path: str, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None,
-           neo4j_database: str | None) -> None:
+def export(
+    out_path: str, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
+) -> None:
     """Write the extracted facts, with document and page citations, as JSON lines ("-" for stdout)."""
     from kg_etl.export import export_facts
 
@@ -204,6 +298,28 @@ def export(out_path: str, neo4j_uri: str | None, neo4j_username: str, neo4j_pass
     err.print(f"{count} records written to {out_path}", highlight=False)
 
 
+@cli.command()
+@click.argument("document")
+@graph_options
+def remove(
+    document: str, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
+) -> None:
+    """Remove a document (by id, path or file name) and everything only it holds.
+
+    Entities, topics, keywords and categories that other documents still use are kept.
+    """
+    from kg_etl.graph.writer import GraphWriter
+
+    with _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph:
+        writer = GraphWriter(graph)
+        found = writer.find_documents(document)
+        if not found:
+            raise KgEtlError(f"{document}: no such document in the graph; `kg-etl query` lists them")
+        for row in found:
+            writer.remove_document(row["id"])
+            err.print(f"removed {row['path']} ({row['id'][:12]})", highlight=False, markup=False)
+
+
 @cli.group()
 def schema() -> None:
     """The graph's constraints and indexes (cypher/schema.cypher)."""
@@ -211,8 +327,9 @@ def schema() -> None:
 
 @schema.command("apply")
 @graph_options
-def schema_apply(neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None,
-                 neo4j_database: str | None) -> None:
+def schema_apply(
+    neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
+) -> None:
     """Create the constraints and indexes if they do not exist (ingest does this by itself)."""
     with _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph:
         count = graph.apply_schema()
@@ -222,8 +339,9 @@ def schema_apply(neo4j_uri: str | None, neo4j_username: str, neo4j_password: str
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @graph_options
-def stats(as_json: bool, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None,
-          neo4j_database: str | None) -> None:
+def stats(
+    as_json: bool, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
+) -> None:
     """Node counts per label and relationship counts per type."""
     from kg_etl.graph import statements as st
 
@@ -241,8 +359,14 @@ def stats(as_json: bool, neo4j_uri: str | None, neo4j_username: str, neo4j_passw
 @click.argument("cypher")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @graph_options
-def query(cypher: str, as_json: bool, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None,
-          neo4j_database: str | None) -> None:
+def query(
+    cypher: str,
+    as_json: bool,
+    neo4j_uri: str | None,
+    neo4j_username: str,
+    neo4j_password: str | None,
+    neo4j_database: str | None,
+) -> None:
     """Run a read-only Cypher query (a read transaction: it cannot change the graph)."""
     with _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph:
         rows = graph.read_query(cypher)
@@ -312,8 +436,12 @@ def models_list() -> None:
     for name, spec in sorted(load_manifest().items()):
         path = find_model_file(spec)
         size = path.stat().st_size if path else spec.size
-        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""), "yes" if path else "no",
-                      f"{size / 1e6:.0f} MB" if size else "?", str(path) if path else f"{spec.repo}/{spec.file}")
+        table.add_row(
+            name + (" (default)" if name == DEFAULT_MODEL else ""),
+            "yes" if path else "no",
+            f"{size / 1e6:.0f} MB" if size else "?",
+            str(path) if path else f"{spec.repo}/{spec.file}",
+        )
     out.print(table)
 
 
@@ -360,4 +488,3 @@ def _warn_pages(pages: Iterator[Any], pdf: Path, ok: Any) -> Iterator[Any]:
 def home() -> None:
     """Print where kg-etl keeps its state (KG_ETL_HOME)."""
     click.echo(str(kg_etl_home()))
-

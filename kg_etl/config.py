@@ -7,9 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["DEFAULT_MODEL", "HOME_ENV", "IngestSettings", "kg_etl_home"]
+__all__ = ["DEFAULT_CATEGORIES", "DEFAULT_MODEL", "HOME_ENV", "IngestSettings", "kg_etl_home"]
 
 HOME_ENV = "KG_ETL_HOME"
+# Broad enough for most document collections, few enough for a small model to choose well from.
+DEFAULT_CATEGORIES: tuple[str, ...] = (
+    "Science", "Technology", "Engineering", "Mathematics", "Medicine & Health", "Law & Regulation",
+    "Government & Politics", "Business & Finance", "Economics", "Education", "History", "Arts & Culture",
+    "Environment", "Society", "Other",
+)  # fmt: skip
+
 # LFM2-1.2B at Q4_K_M: ~0.7 GB, good extraction quality for its size, fast on any recent GPU.
 DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"
 
@@ -34,14 +41,19 @@ class IngestSettings(BaseModel):
     model: str = Field(default=DEFAULT_MODEL, description="manifest name or path of a .gguf file")
     download: bool = Field(default=True, description="pull a named model that is not on disk")
     batch_size: int = Field(default=10, ge=1, le=1000, description="chunks per graph transaction")
-    extractors: tuple[str, ...] = ("facts",)
+    extractors: tuple[str, ...] = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
+    categories: tuple[str, ...] = Field(
+        default=DEFAULT_CATEGORIES, min_length=1, description="the label set chunks and documents are classified into"
+    )
     retries: int = Field(default=2, ge=0, le=10, description="re-asks after an invalid reply")
     # 8k tokens: a ~500-token chunk and its instructions, plus the longest reply any schema admits.
     n_ctx: int = Field(default=8192, ge=512)
     gpu_layers: int = Field(default=-1, ge=-1, description="-1 = all layers on the GPU, 0 = CPU only")
     require_gpu: bool = False
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for llama.cpp; None = all cores")
     deterministic: bool = Field(default=False, description="greedy decoding (temperature 0)")
     read_timeout: float = Field(default=120.0, gt=0)
     password: SecretStr | None = None
+    passwords: dict[str, str] = Field(default_factory=dict, description="file name or glob -> PDF password")
     chunk_tokens: int | None = Field(default=None, ge=32)
     overlap_tokens: int | None = Field(default=None, ge=0)

@@ -2,8 +2,10 @@
 
 Per document: a ``done`` document is skipped before the model is even loaded (re-ingesting an unchanged
 folder costs one lookup per file); otherwise its chunks stream from the reader, chunks already in the graph
-are skipped (resume after a crash), and every ``batch_size`` chunks are extracted and written in one
-transaction. A document that cannot be read is recorded as ``failed`` with its reason and the run goes on.
+are skipped (resume after a crash), and every ``batch_size`` chunks are extracted together and written in
+one transaction. Document-level results (summary, categories) are built from what the graph holds, so a
+resumed document gets the same ones. A document that cannot be read is recorded as ``failed`` with its
+reason and the run goes on; a changed PDF (same path, new content) replaces its old version once done.
 """
 
 from __future__ import annotations
@@ -14,30 +16,40 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from kg_etl.chunk import chunk_pages
+from kg_etl.chunk import approx_tokens, chunk_pages
 from kg_etl.config import IngestSettings, kg_etl_home
 from kg_etl.errors import ConfigError, ReadError
-from kg_etl.extract.base import ChunkExtraction, ChunkExtractor, Extractor
+from kg_etl.extract.base import ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
+from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
+from kg_etl.extract.keywords import KEYWORDS
+from kg_etl.extract.qa import QA
+from kg_etl.extract.run import BatchExtractor
+from kg_etl.extract.summary import SUMMARY
+from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
+from kg_etl.llm.backend import LlamaBackend
 from kg_etl.llm.registry import resolve_model
 from kg_etl.llm.runtime import LocalModel, Sampling
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file
-from kg_etl.read import open_pdf
+from kg_etl.read import PdfDocument, open_pdf
 
 __all__ = [
-    "EXTRACTORS",
+    "ALL_EXTRACTORS",
     "DocumentReport",
     "Event",
     "IngestReport",
     "ModelSlot",
     "find_pdfs",
     "ingest",
+    "select_extractors",
 ]
 
-EXTRACTORS: dict[str, Extractor] = {e.name: e for e in (FACTS,)}
+# Every extractor kg-etl runs by default, in order; "validate" is the second pass over the QA pairs.
+ALL_EXTRACTORS = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
+_FIXED: dict[str, Extractor] = {e.name: e for e in (FACTS, TAXONOMY, KEYWORDS, SUMMARY, QA)}
 
 
 class PageNote(BaseModel):
@@ -61,8 +73,10 @@ class DocumentReport(BaseModel):
     chunks_written: int = 0
     chunks_failed: int = 0
     extractions: dict[str, int] = Field(default_factory=dict)
+    failures: list[ExtractionFailure] = Field(default_factory=list)
     llm_calls: int = 0
     prompt_tokens: int = 0
+    replaced: list[str] = Field(default_factory=list, description="ids of older versions removed")
     seconds: float = 0.0
 
 
@@ -79,7 +93,7 @@ class IngestReport(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return all(d.status != "failed" and d.chunks_failed == 0 for d in self.documents)
+        return all(d.status != DocStatus.FAILED and d.chunks_failed == 0 for d in self.documents)
 
 
 class Event(BaseModel):
@@ -116,6 +130,25 @@ def find_pdfs(inputs: Sequence[Path]) -> list[Path]:
     return found
 
 
+def select_extractors(names: Sequence[str], categories: Sequence[str]) -> tuple[list[Extractor], bool]:
+    """The chunk extractors to run, in order, and whether to validate QA pairs.
+
+    Raises:
+        ConfigError: an unknown name, or "validate" without "qa".
+    """
+    unknown = [n for n in names if n not in ALL_EXTRACTORS]
+    if unknown:
+        raise ConfigError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(ALL_EXTRACTORS)}")
+    if "validate" in names and "qa" not in names:
+        raise ConfigError("--extract validate needs qa too: it validates the question/answer pairs")
+    chosen = [
+        categories_extractor(categories) if n == "categories" else _FIXED[n]
+        for n in ALL_EXTRACTORS
+        if n in names and n != "validate"
+    ]
+    return chosen, "validate" in names
+
+
 class ModelSlot:
     """The run's one model, loaded on first use (a run with nothing new to extract never loads it)."""
 
@@ -123,16 +156,20 @@ class ModelSlot:
         self.settings = settings
         self.on_event = on_event
         self.model: LocalModel | None = None
-        self.model_id = ""
 
     def get(self) -> LocalModel:
         if self.model is None:
             s = self.settings
             path = resolve_model(s.model, download=s.download)
             sampling = Sampling.deterministic() if s.deterministic else Sampling()
-            self.model = LocalModel(path, n_ctx=s.n_ctx, n_gpu_layers=s.gpu_layers, require_gpu=s.require_gpu,
-                                    sampling=sampling)
-            self.model_id = f"{path.name}:{path.stat().st_size}:{_head_hash(path)}"
+            self.model = LocalModel(
+                path,
+                n_ctx=s.n_ctx,
+                n_gpu_layers=s.gpu_layers,
+                require_gpu=s.require_gpu,
+                n_threads=s.threads,
+                sampling=sampling,
+            )
             where = "GPU (all layers offloaded)" if self.model.offloaded else "CPU"
             self.on_event(Event(kind="notice", message=f"model {path.name} loaded on the {where}"))
         return self.model
@@ -140,13 +177,6 @@ class ModelSlot:
     def close(self) -> None:
         if self.model is not None:
             self.model.close()
-
-
-def _head_hash(path: Path) -> str:
-    # Names and sizes can repeat across different weights (re-quantised files); the first MiB holds the
-    # GGUF header and metadata and tells them apart without hashing gigabytes per run.
-    with path.open("rb") as f:
-        return content_id(f.read(1 << 20).hex())
 
 
 def ingest(
@@ -163,142 +193,182 @@ def ingest(
         GraphError: the graph is unreachable (nothing half-written stays: batches are transactions).
         ModelError: the model cannot be found or loaded.
     """
-    extractors = _extractors(settings.extractors)
+    extractors, validate = select_extractors(settings.extractors, settings.categories)
     paths = find_pdfs(inputs)
     graph.apply_schema()
     started = time.perf_counter()
     report = IngestReport()
-    slot = ModelSlot(settings, on_event)
-    cache = SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite")
+    run = _Run(
+        settings,
+        GraphWriter(graph),
+        ModelSlot(settings, on_event),
+        extractors,
+        validate,
+        SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite"),
+        on_event,
+    )
     try:
         for path in paths:
-            doc_report = _ingest_document(path, GraphWriter(graph), slot, extractors, cache, settings, on_event)
+            doc_report = run.document(path)
             report.documents.append(doc_report)
             on_event(Event(kind="document_end", path=str(path), report=doc_report))
     finally:
-        _finish(report, slot)
-        slot.close()
-        cache.close()
+        run.close(report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _finish(report: IngestReport, slot: ModelSlot) -> None:
-    if slot.model is not None:
-        stats = slot.model.stats
-        report.model = slot.model.name
-        report.gpu_offload = slot.model.offloaded
-        report.llm_calls, report.prompt_tokens = stats.calls, stats.prompt_tokens
-        report.completion_tokens = stats.completion_tokens
+class _Run:
+    """State shared by the documents of one ingest: settings, writer, the model slot and the cache."""
 
+    def __init__(
+        self,
+        settings: IngestSettings,
+        writer: GraphWriter,
+        slot: ModelSlot,
+        extractors: list[Extractor],
+        validate: bool,
+        cache: SqliteCache,
+        on_event: EventSink,
+    ) -> None:
+        self.settings, self.writer, self.slot = settings, writer, slot
+        self.extractors, self.validate, self.cache, self.on_event = extractors, validate, cache, on_event
+        self._runner: BatchExtractor | None = None
 
-def _extractors(names: Sequence[str]) -> list[Extractor]:
-    unknown = [n for n in names if n not in EXTRACTORS]
-    if unknown:
-        raise ConfigError(f"unknown extractor(s) {', '.join(unknown)}; choose from {', '.join(EXTRACTORS)}")
-    return [EXTRACTORS[n] for n in names]
+    def runner(self) -> BatchExtractor:
+        if self._runner is None:
+            backend = LlamaBackend(self.slot.get())
+            self._runner = BatchExtractor(
+                backend, self.extractors, retries=self.settings.retries, cache=self.cache, validate=self.validate
+            )
+        return self._runner
 
+    def close(self, report: IngestReport) -> None:
+        model = self.slot.model
+        if model is not None:
+            report.model, report.gpu_offload = model.name, model.offloaded
+            report.llm_calls, report.prompt_tokens = model.stats.calls, model.stats.prompt_tokens
+            report.completion_tokens = model.stats.completion_tokens
+        self.slot.close()
+        self.cache.close()
 
-def _ingest_document(
-    path: Path,
-    writer: GraphWriter,
-    slot: ModelSlot,
-    extractors: list[Extractor],
-    cache: SqliteCache,
-    settings: IngestSettings,
-    on_event: EventSink,
-) -> DocumentReport:
-    started = time.perf_counter()
-    report = DocumentReport(path=str(path), status=DocStatus.PROCESSING)
-    try:
-        _process(path, writer, slot, extractors, cache, settings, on_event, report)
-    except ReadError as e:
-        report.status, report.reason = DocStatus.FAILED, e.reason
-        _record_failure(writer, path, report)
-        on_event(Event(kind="notice", path=str(path), message=str(e)))
-    report.seconds = time.perf_counter() - started
-    return report
+    def document(self, path: Path) -> DocumentReport:
+        started = time.perf_counter()
+        report = DocumentReport(path=str(path), status=DocStatus.PROCESSING)
+        try:
+            self._process(path, report)
+        except ReadError as e:
+            report.status, report.reason = DocStatus.FAILED, e.reason
+            self._record_failure(path, report)
+            self.on_event(Event(kind="notice", path=str(path), message=f"skipped {e}"))
+        report.seconds = time.perf_counter() - started
+        return report
 
+    def _process(self, path: Path, report: DocumentReport) -> None:
+        s = self.settings
+        password = s.password.get_secret_value() if s.password else None
+        doc = open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
+        meta = doc.meta
+        report.doc_id, report.pages = meta.id, meta.n_pages
+        if self.writer.document_status(meta.id) == DocStatus.DONE:
+            report.status = "skipped"
+            return
+        self.on_event(Event(kind="document_start", path=str(path), total=meta.n_pages))
+        runner = self.runner()
+        self.writer.upsert_document(meta, DocStatus.PROCESSING)
+        self._chunks(doc, runner, report)
+        self._document_results(meta, runner, report)
+        for old in self.writer.other_versions(meta):
+            self.writer.remove_document(old)
+            report.replaced.append(old)
+        report.status = DocStatus.DONE
+        self.writer.upsert_document(meta, DocStatus.DONE, n_chunks=report.chunks)
 
-def _process(
-    path: Path,
-    writer: GraphWriter,
-    slot: ModelSlot,
-    extractors: list[Extractor],
-    cache: SqliteCache,
-    settings: IngestSettings,
-    on_event: EventSink,
-    report: DocumentReport,
-) -> None:
-    password = settings.password.get_secret_value() if settings.password else None
-    doc = open_pdf(path, password=password, timeout_s=settings.read_timeout)
-    meta = doc.meta
-    report.doc_id, report.pages = meta.id, meta.n_pages
-    if writer.document_status(meta.id) == DocStatus.DONE:
-        report.status = "skipped"
-        return
-    on_event(Event(kind="document_start", path=str(path), total=meta.n_pages))
-    model = slot.get()
-    writer.upsert_document(meta, DocStatus.PROCESSING)
-    runner = ChunkExtractor(model, extractors, model_id=slot.model_id, retries=settings.retries, cache=cache)
-    done = writer.done_chunk_ids(meta.id)
-    pages = _noting_pages(doc.pages(), report, path, on_event)
-    chunks = chunk_pages(pages, meta.id, max_tokens=settings.chunk_tokens, overlap_tokens=settings.overlap_tokens,
-                         count_tokens=model.count_tokens)
-    batch: list[ChunkExtraction] = []
-    prev: str | None = None  # the chunk before the current batch, for NEXT_CHUNK across batches
-    for chunk in chunks:
-        report.chunks += 1
-        if chunk.id in done:
-            prev = chunk.id
-            continue
-        batch.append(_extract(runner, chunk, meta, report))
-        on_event(Event(kind="chunk", path=str(path), message=f"chunk {chunk.index + 1}, page {chunk.page_end}"))
-        if len(batch) >= settings.batch_size:
-            prev = _flush(writer, batch, prev, slot.model_id, report)
-    _flush(writer, batch, prev, slot.model_id, report)
-    report.status = DocStatus.DONE
-    writer.upsert_document(meta, DocStatus.DONE, n_chunks=report.chunks)
+    def _chunks(self, doc: PdfDocument, runner: BatchExtractor, report: DocumentReport) -> None:
+        model = self.slot.get()
+        done = self.writer.done_chunk_ids(doc.meta.id)
+        pages = self._noting_pages(doc.pages(), report, Path(doc.meta.path))
+        chunks = chunk_pages(
+            pages,
+            doc.meta.id,
+            max_tokens=self.settings.chunk_tokens,
+            overlap_tokens=self.settings.overlap_tokens,
+            count_tokens=model.count_tokens,
+        )
+        batch: list[Chunk] = []
+        prev: str | None = None  # the chunk before the current batch, for NEXT_CHUNK across batches
+        for chunk in chunks:
+            report.chunks += 1
+            if chunk.id in done:
+                prev = chunk.id
+                continue
+            batch.append(chunk)
+            if len(batch) >= self.settings.batch_size:
+                prev = self._flush(batch, prev, runner, doc.meta, report)
+        self._flush(batch, prev, runner, doc.meta, report)
 
+    def _flush(
+        self, batch: list[Chunk], prev: str | None, runner: BatchExtractor, meta: DocumentMeta, report: DocumentReport
+    ) -> str | None:
+        if not batch:
+            return prev
+        extractions = runner.run(batch, meta.title or meta.name)
+        self.writer.write_batch(extractions, prev, runner.backend.model_id)
+        for extraction in extractions:
+            self._count(extraction, report)
+            self.on_event(Event(kind="chunk", path=meta.path, message=f"page {extraction.chunk.page_end}"))
+        last = batch[-1].id
+        batch.clear()
+        return last
 
-def _extract(runner: ChunkExtractor, chunk: Chunk, meta: DocumentMeta, report: DocumentReport) -> ChunkExtraction:
-    extraction = runner.run(chunk, meta.title or meta.name)
-    report.llm_calls += extraction.llm_calls
-    report.prompt_tokens += extraction.prompt_tokens
-    return extraction
-
-
-def _flush(writer: GraphWriter, batch: list[ChunkExtraction], prev: str | None, model: str,
-           report: DocumentReport) -> str | None:
-    if not batch:
-        return prev
-    writer.write_batch(batch, prev, model)
-    for extraction in batch:
+    @staticmethod
+    def _count(extraction: ChunkExtraction, report: DocumentReport) -> None:
         report.chunks_written += 1
         report.chunks_failed += bool(extraction.failures)
+        report.failures.extend(extraction.failures)
+        report.llm_calls += extraction.llm_calls
+        report.prompt_tokens += extraction.prompt_tokens
         for name, result in extraction.results.items():
             items: object = next(iter(result.model_dump().values()), [])
             report.extractions[name] = report.extractions.get(name, 0) + (len(items) if isinstance(items, list) else 1)
-    last = batch[-1].chunk.id
-    batch.clear()
-    return last
 
+    def _document_results(self, meta: DocumentMeta, runner: BatchExtractor, report: DocumentReport) -> None:
+        """The document's categories (chunk votes) and summary (map-reduce over the chunk summaries)."""
+        names = {e.name for e in self.extractors}
+        if "categories" in names:
+            self.writer.write_document_categories(meta.id)
+        if "summary" not in names:
+            return
+        summaries = self.writer.chunk_summaries(meta.id)
+        if not summaries:
+            return
+        result = runner.summarise_document(summaries, meta.title or meta.name, approx_tokens)
+        if isinstance(result, ExtractionFailure):
+            report.failures.append(result)
+            report.chunks_failed += 1  # counted as a failure of the run: the document has no summary
+            return
+        self.writer.write_document_summary(meta.id, result.summary)
+        report.extractions["document_summary"] = 1
 
-def _noting_pages(pages: Iterator[Page], report: DocumentReport, path: Path, on_event: EventSink) -> Iterator[Page]:
-    for page in pages:
-        if page.status is not PageStatus.OK:
-            report.page_notes.append(PageNote(page=page.number, status=page.status, reason=page.reason))
-            on_event(Event(kind="notice", path=str(path),
-                           message=f"{path.name} page {page.number}: {page.status.value} ({page.reason})"))
-        yield page
+    def _noting_pages(self, pages: Iterator[Page], report: DocumentReport, path: Path) -> Iterator[Page]:
+        for page in pages:
+            if page.status is not PageStatus.OK:
+                report.page_notes.append(PageNote(page=page.number, status=page.status, reason=page.reason))
+                self.on_event(
+                    Event(
+                        kind="notice",
+                        path=str(path),
+                        message=f"{path.name} page {page.number}: {page.status.value} ({page.reason})",
+                    )
+                )
+            yield page
 
-
-def _record_failure(writer: GraphWriter, path: Path, report: DocumentReport) -> None:
-    """Record an unreadable file as a failed Document, so it shows in the graph and a rerun retries it."""
-    try:
-        doc_id = sha256_file(path)
-    except OSError:
-        doc_id = content_id("unreadable", str(path.resolve()))
-    meta = DocumentMeta(id=doc_id, path=str(path.resolve()), name=path.name, n_pages=0)
-    report.doc_id = doc_id
-    writer.upsert_document(meta, DocStatus.FAILED, report.reason)
+    def _record_failure(self, path: Path, report: DocumentReport) -> None:
+        """Record an unreadable file as a failed Document, so it shows in the graph and a rerun retries it."""
+        try:
+            doc_id = sha256_file(path)
+        except OSError:
+            doc_id = content_id("unreadable", str(path.resolve()))
+        meta = DocumentMeta(id=doc_id, path=str(path.resolve()), name=path.name, n_pages=0)
+        report.doc_id = doc_id
+        self.writer.upsert_document(meta, DocStatus.FAILED, report.reason)

@@ -35,6 +35,9 @@ def kg_etl_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     """Every test gets its own KG_ETL_HOME, so that none touches the user's state."""
     home = tmp_path_factory.mktemp("kg-etl-home")
     monkeypatch.setenv("KG_ETL_HOME", str(home))
+    # One llama.cpp thread: the tiny models gain nothing from two, and on a busy 2-core machine threads
+    # that spin-wait on each other made generation 10-80x slower.
+    monkeypatch.setenv("KG_ETL_THREADS", "1")
     return home
 
 
@@ -128,7 +131,7 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_model(tiny_model_path: Path) -> Iterator[LocalModel]:
     """The tiny model loaded by the real llama.cpp, greedy, closed after the test."""
-    with LocalModel(tiny_model_path, n_ctx=8192, sampling=Sampling.deterministic()) as model:
+    with LocalModel(tiny_model_path, n_ctx=8192, n_threads=1, sampling=Sampling.deterministic()) as model:
         yield model
 
 

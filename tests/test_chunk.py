@@ -16,7 +16,8 @@ from kg_etl.models import PAGE_SEPARATOR, TEXT_STATUSES, Chunk, Page, PageStatus
 
 def layout(specs: Sequence[tuple[str, PageStatus]]) -> list[Page]:
     """Pages with the offsets the reader gives them."""
-    pages, end = [], 0
+    pages: list[Page] = []
+    end = 0
     for number, (text, status) in enumerate(specs, start=1):
         if status in TEXT_STATUSES:
             start = end + len(PAGE_SEPARATOR) if number > 1 and any(p.status in TEXT_STATUSES for p in pages) else 0

@@ -1,32 +1,24 @@
-"""What every extractor shares: its definition, the retry loop, and the per-chunk run over one model.
-
-All extractors of a chunk start from one evaluated prefix (system prompt + chunk text); each then only
-evaluates its own instructions. A reply is grammar-constrained to its schema, validated by pydantic, and
-asked for again with the validation error when it still fails; when retries run out the failure is
-recorded with the raw reply, never turned into an empty result.
-"""
+"""What every extractor shares: its definition, the jobs it sends to a model backend, and its results."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from kg_etl.errors import ExtractionError
-from kg_etl.llm.grammar import llama_grammar, max_tokens_for, parse_reply
-from kg_etl.llm.prompt import SPLIT, chunk_messages, retry_messages, to_chat_dicts
-from kg_etl.llm.runtime import LocalModel, Prefix
-from kg_etl.models import Chunk, content_id
+from kg_etl.models import Chunk
 
 __all__ = [
+    "Backend",
     "ChunkExtraction",
-    "ChunkExtractor",
     "ExtractionCache",
     "ExtractionFailure",
     "Extractor",
+    "Job",
+    "Reply",
 ]
 
 
@@ -41,6 +33,39 @@ class Extractor:
     version: str
     schema: type[BaseModel]
     task: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to a model: chat messages (the shared prefix ends at ``prompt.SPLIT``) and a schema."""
+
+    messages: tuple[BaseMessage, ...]
+    schema: type[BaseModel]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A backend's answer to a job: the raw text, and the parsed result where the backend parsed it."""
+
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    parsed: BaseModel | None = None
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """Runs jobs on a model: the resident llama.cpp model, or any LangChain chat model."""
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model in cache keys: another model gives other answers."""
+        ...
+
+    def run(self, jobs: Sequence[Job]) -> list[Reply]:
+        """One reply per job, in order."""
+        ...
 
 
 class ExtractionFailure(BaseModel):
@@ -72,76 +97,3 @@ class ExtractionCache(Protocol):
     def get(self, key: str) -> str | None: ...
 
     def put(self, key: str, value: str) -> None: ...
-
-
-class ChunkExtractor:
-    """Runs a set of extractors over chunks with one resident model."""
-
-    def __init__(
-        self,
-        model: LocalModel,
-        extractors: Sequence[Extractor],
-        *,
-        model_id: str,
-        retries: int = 2,
-        cache: ExtractionCache | None = None,
-    ) -> None:
-        self.model = model
-        self.extractors = list(extractors)
-        self.model_id = model_id
-        self.retries = retries
-        self.cache = cache
-
-    def cache_key(self, chunk: Chunk, extractor: Extractor) -> str:
-        """Chunk text, extractor and its version, and the model: what determines a result."""
-        return content_id(chunk.text_hash, extractor.name, extractor.version, self.model_id)
-
-    def run(self, chunk: Chunk, source: str) -> ChunkExtraction:
-        """Every extractor over ``chunk``; cached results are reused without touching the model."""
-        out = ChunkExtraction(chunk=chunk)
-        prefix: Prefix | None = None
-        for extractor in self.extractors:
-            cached = self._cached(chunk, extractor)
-            if cached is not None:
-                out.results[extractor.name] = cached
-                continue
-            messages = chunk_messages(chunk, source, extractor.task)
-            if prefix is None:
-                prefix = self.model.evaluate_prefix(self._render_split(messages)[0])
-                out.prompt_tokens += len(prefix.tokens)
-            self._extract(extractor, messages, prefix, out)
-        return out
-
-    def _cached(self, chunk: Chunk, extractor: Extractor) -> BaseModel | None:
-        if self.cache is None:
-            return None
-        raw = self.cache.get(self.cache_key(chunk, extractor))
-        return None if raw is None else extractor.schema.model_validate_json(raw)
-
-    def _render_split(self, messages: Sequence[BaseMessage]) -> tuple[str, str]:
-        prefix, _, suffix = self.model.render(to_chat_dicts(messages)).partition(SPLIT)
-        return prefix, suffix
-
-    def _extract(self, extractor: Extractor, messages: list[BaseMessage], prefix: Prefix,
-                 out: ChunkExtraction) -> None:
-        grammar: Any = llama_grammar(extractor.schema)
-        budget = max_tokens_for(extractor.schema)
-        raw, error = "", ""
-        attempts = self.retries + 1
-        for _ in range(attempts):
-            completion = self.model.complete(self._render_split(messages)[1], prefix=prefix, grammar=grammar,
-                                             max_tokens=budget)
-            out.prompt_tokens += completion.prompt_tokens
-            out.llm_calls += 1
-            raw = completion.text
-            try:
-                result = parse_reply(extractor.schema, raw, completion.finish_reason)
-            except ExtractionError as e:
-                error = str(e)
-                messages = retry_messages(messages, raw, error)
-                continue
-            out.results[extractor.name] = result
-            if self.cache is not None:
-                self.cache.put(self.cache_key(out.chunk, extractor), result.model_dump_json())
-            return
-        out.failures.append(ExtractionFailure(extractor=extractor.name, error=error, raw=raw, attempts=attempts))

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from kg_etl.extract.base import Extractor
 
-__all__ = ["FACTS", "Fact", "Facts", "Triple"]
+__all__ = ["FACTS", "EntityType", "Fact", "Facts", "Triple"]
+
+
+EntityType = Literal[
+    "person", "organization", "location", "event", "concept", "technology", "product", "work", "law",
+    "quantity", "date", "other",
+]  # fmt: skip
 
 
 class Triple(BaseModel):
-    """A subject-predicate-object reading of a fact."""
+    """A subject-predicate-object reading of a fact; the types keep same-named things apart."""
 
     model_config = ConfigDict(extra="forbid")
 
     subject: str = Field(min_length=1, max_length=60, description="the entity the fact is about")
+    subject_type: EntityType = Field(description="what kind of thing the subject is")
     predicate: str = Field(min_length=1, max_length=40, description="a short verb phrase, e.g. 'is part of'")
     object: str = Field(min_length=1, max_length=60, description="the other entity or value")
+    object_type: EntityType = Field(description="what kind of thing the object is")
 
 
 class Fact(BaseModel):
@@ -24,8 +34,9 @@ class Fact(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    statement: str = Field(min_length=5, max_length=160,
-                           description="one self-contained sentence, understandable without the excerpt")
+    statement: str = Field(
+        min_length=5, max_length=160, description="one self-contained sentence, understandable without the excerpt"
+    )
     triple: Triple | None = Field(description="the fact as subject-predicate-object, or null if it has none")
 
 
@@ -39,12 +50,13 @@ class Facts(BaseModel):
 
 FACTS = Extractor(
     name="facts",
-    version="1",
+    version="2",
     schema=Facts,
     task=(
         "List the atomic facts the excerpt states: each a short, self-contained sentence that names its "
         "subject explicitly (no 'it' or 'they'), and, where it fits, a subject-predicate-object triple. "
-        'Answer as {"facts": [{"statement": "...", "triple": {"subject": "...", "predicate": "...", '
-        '"object": "..."}}]}; use "triple": null when the fact has no clear triple.'
+        'Answer as {"facts": [{"statement": "...", "triple": {"subject": "...", "subject_type": "person", '
+        '"predicate": "...", "object": "...", "object_type": "organization"}}]}; use "triple": null when the '
+        "fact has no clear triple."
     ),
 )

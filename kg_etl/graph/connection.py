@@ -67,8 +67,10 @@ class Graph:
                 self.read_rows(st.PING)
                 return
             except AuthError as e:
-                raise GraphError(f"{self.settings.uri}: authentication failed for user "
-                                 f"{self.settings.username!r}; check NEO4J_USERNAME / NEO4J_PASSWORD") from e
+                raise GraphError(
+                    f"{self.settings.uri}: authentication failed for user "
+                    f"{self.settings.username!r}; check NEO4J_USERNAME / NEO4J_PASSWORD"
+                ) from e
             except GraphError:
                 if attempt == attempts:
                     raise
@@ -83,8 +85,10 @@ class Graph:
         except AuthError:
             raise
         except (ServiceUnavailable, DriverError, OSError) as e:
-            raise GraphError(f"{self.settings.uri}: graph database unreachable ({_one_line(e)}); "
-                             "is it running? `kg-etl graph status` shows the local one") from e
+            raise GraphError(
+                f"{self.settings.uri}: graph database unreachable ({_one_line(e)}); "
+                "is it running? `kg-etl graph status` shows the local one"
+            ) from e
         except Neo4jError as e:
             raise GraphError(f"{self.settings.uri}: the database refused a statement: {_one_line(e)}") from e
 

@@ -1,8 +1,19 @@
 """Every Cypher statement kg-etl sends, in one place, each with example parameters.
 
-Statements are constants: values travel only as parameters, never formatted into the text. The example
-parameters document each statement's inputs and let the test suite check every statement with Neo4j's own
-Cypher front-end (undeclared parameters are errors there).
+Statements are constants: values travel only as parameters, never formatted into the text, so document
+text can never change a query. The example parameters document each statement's inputs and let the test
+suite check every statement with Neo4j's own Cypher front-end (undeclared parameters are errors there).
+
+The graph model (see README and cypher/schema.cypher):
+
+    (:Document)-[:HAS_CHUNK]->(:Chunk)-[:NEXT_CHUNK]->(:Chunk)
+    (:Fact)-[:FROM_CHUNK]->(:Chunk)          (:Fact)-[:MENTIONS]->(:Entity)-[:MENTIONED_IN]->(:Chunk)
+    (:Entity)-[:RELATED {predicate, fact_id, doc_id}]->(:Entity)
+    (:Chunk)-[:HAS_TOPIC {importance}]->(:Topic)-[:SUBTOPIC_OF]->(:Topic)
+    (:Chunk)-[:IN_CATEGORY]->(:Category)<-[:IN_CATEGORY {share}]-(:Document)
+    (:Chunk)-[:HAS_KEYWORD {relevance}]->(:Keyword)
+    (:Summary)-[:SUMMARIZES]->(:Chunk | :Document)
+    (:Question)-[:FROM_CHUNK]->(:Chunk)
 """
 
 from __future__ import annotations
@@ -24,12 +35,21 @@ class Statement:
 
 _DOC_PROPS = {"path": "a.pdf", "name": "a.pdf", "n_pages": 1, "status": "processing"}
 _CHUNK_ROW = {
-    "id": "c1", "doc_id": "d1", "prev_id": None,
+    "id": "c1",
+    "doc_id": "d1",
+    "prev_id": None,
     "props": {"index": 0, "text": "t", "page_start": 1, "page_end": 1, "char_start": 0, "char_end": 1},
 }
 _FACT_ROW = {"id": "f1", "chunk_id": "c1", "props": {"text": "t", "page_start": 1, "page_end": 1}}
+_ENTITY_ROW = {"id": "e1", "chunk_id": "c1", "name": "Ada", "type": "person", "alias": "Ada"}
+_RELATION_ROW = {"fact_id": "f1", "subject_id": "e1", "object_id": "e2", "predicate": "wrote", "doc_id": "d1"}
+_TOPIC_ROW = {"id": "t1", "name": "Cells", "path": "Biology > Cells", "level": 2, "parent_id": "t0"}
+_CHUNK_LINK_ROW = {"chunk_id": "c1", "id": "t1", "name": "x", "weight": 0.5}
+_OWNED_ROW = {"id": "s1", "chunk_id": "c1", "props": {"text": "t"}}
 
 PING = Statement("ping", "RETURN 1 AS ok")
+
+# -- documents -------------------------------------------------------------------------------------------
 
 UPSERT_DOCUMENT = Statement(
     "upsert_document",
@@ -38,15 +58,6 @@ MERGE (d:Document {id: $id})
 SET d += $props
 """,
     {"id": "d1", "props": _DOC_PROPS},
-)
-
-SET_DOCUMENT_STATUS = Statement(
-    "set_document_status",
-    """
-MATCH (d:Document {id: $id})
-SET d.status = $status, d.reason = $reason
-""",
-    {"id": "d1", "status": "done", "reason": None},
 )
 
 GET_DOCUMENT = Statement(
@@ -58,6 +69,27 @@ RETURN d.status AS status, d.n_chunks AS n_chunks
     {"id": "d1"},
 )
 
+FIND_DOCUMENTS = Statement(
+    "find_documents",
+    """
+MATCH (d:Document)
+WHERE d.id = $ref OR d.path = $ref OR d.name = $ref
+RETURN d.id AS id, d.path AS path, d.name AS name
+ORDER BY d.path
+""",
+    {"ref": "a.pdf"},
+)
+
+OTHER_VERSIONS = Statement(
+    "other_versions",
+    """
+MATCH (d:Document {path: $path})
+WHERE d.id <> $id
+RETURN d.id AS id
+""",
+    {"path": "/a.pdf", "id": "d1"},
+)
+
 DONE_CHUNK_IDS = Statement(
     "done_chunk_ids",
     """
@@ -66,6 +98,51 @@ RETURN c.id AS id
 """,
     {"doc_id": "d1"},
 )
+
+CHUNK_SUMMARIES = Statement(
+    "chunk_summaries",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)<-[:SUMMARIZES]-(s:Summary)
+RETURN s.text AS text
+ORDER BY c.index
+""",
+    {"doc_id": "d1"},
+)
+
+CHUNK_CATEGORIES = Statement(
+    "chunk_categories",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)-[:IN_CATEGORY]->(k:Category)
+RETURN c.id AS chunk_id, collect(k.name) AS labels
+""",
+    {"doc_id": "d1"},
+)
+
+WRITE_DOCUMENT_SUMMARY = Statement(
+    "write_document_summary",
+    """
+MATCH (d:Document {id: $doc_id})
+MERGE (s:Summary {id: $id})
+SET s.text = $text, s.kind = 'document', s.doc_id = $doc_id
+MERGE (s)-[:SUMMARIZES]->(d)
+""",
+    {"doc_id": "d1", "id": "s1", "text": "t"},
+)
+
+WRITE_DOCUMENT_CATEGORIES = Statement(
+    "write_document_categories",
+    """
+MATCH (d:Document {id: $doc_id})
+UNWIND $rows AS row
+MERGE (k:Category {id: row.id})
+ON CREATE SET k.name = row.name
+MERGE (d)-[r:IN_CATEGORY]->(k)
+SET r.share = row.weight
+""",
+    {"doc_id": "d1", "rows": [_CHUNK_LINK_ROW]},
+)
+
+# -- one batch of chunks and their extractions (one transaction) ------------------------------------------
 
 WRITE_CHUNKS = Statement(
     "write_chunks",
@@ -101,6 +178,207 @@ MERGE (f)-[:FROM_CHUNK]->(c)
 """,
     {"rows": [_FACT_ROW]},
 )
+
+WRITE_ENTITIES = Statement(
+    "write_entities",
+    """
+UNWIND $rows AS row
+MATCH (c:Chunk {id: row.chunk_id})
+MERGE (e:Entity {id: row.id})
+ON CREATE SET e.name = row.name, e.type = row.type, e.aliases = [row.alias]
+ON MATCH SET e.aliases = CASE WHEN row.alias IN e.aliases THEN e.aliases ELSE e.aliases + row.alias END
+MERGE (e)-[:MENTIONED_IN]->(c)
+""",
+    {"rows": [_ENTITY_ROW]},
+)
+
+WRITE_RELATIONS = Statement(
+    "write_relations",
+    """
+UNWIND $rows AS row
+MATCH (f:Fact {id: row.fact_id})
+MATCH (s:Entity {id: row.subject_id})
+MATCH (o:Entity {id: row.object_id})
+MERGE (f)-[:MENTIONS]->(s)
+MERGE (f)-[:MENTIONS]->(o)
+MERGE (s)-[r:RELATED {fact_id: row.fact_id}]->(o)
+SET r.predicate = row.predicate, r.doc_id = row.doc_id
+""",
+    {"rows": [_RELATION_ROW]},
+)
+
+WRITE_TOPICS = Statement(
+    "write_topics",
+    """
+UNWIND $rows AS row
+MERGE (t:Topic {id: row.id})
+ON CREATE SET t.name = row.name, t.path = row.path, t.level = row.level
+""",
+    {"rows": [_TOPIC_ROW]},
+)
+
+LINK_TOPICS = Statement(
+    "link_topics",
+    """
+UNWIND $rows AS row
+MATCH (t:Topic {id: row.id})
+MATCH (parent:Topic {id: row.parent_id})
+MERGE (t)-[:SUBTOPIC_OF]->(parent)
+""",
+    {"rows": [_TOPIC_ROW]},
+)
+
+CHUNK_TOPICS = Statement(
+    "chunk_topics",
+    """
+UNWIND $rows AS row
+MATCH (c:Chunk {id: row.chunk_id})
+MATCH (t:Topic {id: row.id})
+MERGE (c)-[r:HAS_TOPIC]->(t)
+SET r.importance = row.weight
+""",
+    {"rows": [_CHUNK_LINK_ROW]},
+)
+
+WRITE_CATEGORIES = Statement(
+    "write_categories",
+    """
+UNWIND $rows AS row
+MATCH (c:Chunk {id: row.chunk_id})
+MERGE (k:Category {id: row.id})
+ON CREATE SET k.name = row.name
+MERGE (c)-[:IN_CATEGORY]->(k)
+""",
+    {"rows": [_CHUNK_LINK_ROW]},
+)
+
+WRITE_KEYWORDS = Statement(
+    "write_keywords",
+    """
+UNWIND $rows AS row
+MATCH (c:Chunk {id: row.chunk_id})
+MERGE (k:Keyword {id: row.id})
+ON CREATE SET k.name = row.name
+MERGE (c)-[r:HAS_KEYWORD]->(k)
+SET r.relevance = row.weight
+""",
+    {"rows": [_CHUNK_LINK_ROW]},
+)
+
+WRITE_SUMMARIES = Statement(
+    "write_summaries",
+    """
+UNWIND $rows AS row
+MATCH (c:Chunk {id: row.chunk_id})
+MERGE (s:Summary {id: row.id})
+SET s += row.props
+MERGE (s)-[:SUMMARIZES]->(c)
+""",
+    {"rows": [_OWNED_ROW]},
+)
+
+WRITE_QUESTIONS = Statement(
+    "write_questions",
+    """
+UNWIND $rows AS row
+MATCH (c:Chunk {id: row.chunk_id})
+MERGE (q:Question {id: row.id})
+SET q += row.props
+MERGE (q)-[:FROM_CHUNK]->(c)
+""",
+    {"rows": [_OWNED_ROW]},
+)
+
+# -- removing a document (kg-etl remove, or a changed PDF replacing its old version) ------------------------
+
+SHARED_NODES_OF_DOCUMENT = Statement(
+    "shared_nodes_of_document",
+    """
+MATCH (:Document {id: $id})-[:HAS_CHUNK]->(c:Chunk)
+OPTIONAL MATCH (c)<-[:MENTIONED_IN]-(e:Entity)
+OPTIONAL MATCH (c)-[:HAS_TOPIC]->(:Topic)-[:SUBTOPIC_OF*0..]->(t:Topic)
+OPTIONAL MATCH (c)-[:HAS_KEYWORD]->(k:Keyword)
+OPTIONAL MATCH (c)-[:IN_CATEGORY]->(g:Category)
+RETURN collect(DISTINCT e.id) AS entities, collect(DISTINCT t.id) AS topics,
+       collect(DISTINCT k.id) AS keywords, collect(DISTINCT g.id) AS categories
+""",
+    {"id": "d1"},
+)
+
+DELETE_DOCUMENT_RELATIONS = Statement(
+    "delete_document_relations",
+    """
+MATCH (:Entity)-[r:RELATED {doc_id: $id}]->(:Entity)
+DELETE r
+""",
+    {"id": "d1"},
+)
+
+DELETE_DOCUMENT_OWNED = Statement(
+    "delete_document_owned",
+    """
+MATCH (:Document {id: $id})-[:HAS_CHUNK]->(:Chunk)<-[:FROM_CHUNK|SUMMARIZES]-(n)
+DETACH DELETE n
+""",
+    {"id": "d1"},
+)
+
+DELETE_DOCUMENT = Statement(
+    "delete_document",
+    """
+MATCH (d:Document {id: $id})
+OPTIONAL MATCH (d)-[:HAS_CHUNK]->(c:Chunk)
+OPTIONAL MATCH (d)<-[:SUMMARIZES]-(s:Summary)
+DETACH DELETE c, s, d
+""",
+    {"id": "d1"},
+)
+
+DELETE_ORPHAN_ENTITIES = Statement(
+    "delete_orphan_entities",
+    """
+UNWIND $ids AS id
+MATCH (e:Entity {id: id})
+WHERE NOT (e)-[:MENTIONED_IN]->(:Chunk)
+DETACH DELETE e
+""",
+    {"ids": ["e1"]},
+)
+
+DELETE_ORPHAN_TOPICS = Statement(
+    "delete_orphan_topics",
+    """
+UNWIND $ids AS id
+MATCH (t:Topic {id: id})
+WHERE NOT (:Chunk)-[:HAS_TOPIC]->(t) AND NOT (:Topic)-[:SUBTOPIC_OF]->(t)
+DETACH DELETE t
+""",
+    {"ids": ["t1"]},
+)
+
+DELETE_ORPHAN_KEYWORDS = Statement(
+    "delete_orphan_keywords",
+    """
+UNWIND $ids AS id
+MATCH (k:Keyword {id: id})
+WHERE NOT (:Chunk)-[:HAS_KEYWORD]->(k)
+DETACH DELETE k
+""",
+    {"ids": ["k1"]},
+)
+
+DELETE_ORPHAN_CATEGORIES = Statement(
+    "delete_orphan_categories",
+    """
+UNWIND $ids AS id
+MATCH (g:Category {id: id})
+WHERE NOT (:Chunk)-[:IN_CATEGORY]->(g)
+DETACH DELETE g
+""",
+    {"ids": ["g1"]},
+)
+
+# -- reading back --------------------------------------------------------------------------------------------
 
 EXPORT_FACTS = Statement(
     "export_facts",
@@ -138,7 +416,38 @@ ORDER BY type
 ALL: dict[str, Statement] = {
     s.name: s
     for s in (
-        PING, UPSERT_DOCUMENT, SET_DOCUMENT_STATUS, GET_DOCUMENT, DONE_CHUNK_IDS, WRITE_CHUNKS, LINK_CHUNKS,
-        WRITE_FACTS, EXPORT_FACTS, COUNT_LABELS, COUNT_RELATIONSHIPS,
+        PING,
+        UPSERT_DOCUMENT,
+        GET_DOCUMENT,
+        FIND_DOCUMENTS,
+        OTHER_VERSIONS,
+        DONE_CHUNK_IDS,
+        CHUNK_SUMMARIES,
+        CHUNK_CATEGORIES,
+        WRITE_DOCUMENT_SUMMARY,
+        WRITE_DOCUMENT_CATEGORIES,
+        WRITE_CHUNKS,
+        LINK_CHUNKS,
+        WRITE_FACTS,
+        WRITE_ENTITIES,
+        WRITE_RELATIONS,
+        WRITE_TOPICS,
+        LINK_TOPICS,
+        CHUNK_TOPICS,
+        WRITE_CATEGORIES,
+        WRITE_KEYWORDS,
+        WRITE_SUMMARIES,
+        WRITE_QUESTIONS,
+        SHARED_NODES_OF_DOCUMENT,
+        DELETE_DOCUMENT_RELATIONS,
+        DELETE_DOCUMENT_OWNED,
+        DELETE_DOCUMENT,
+        DELETE_ORPHAN_ENTITIES,
+        DELETE_ORPHAN_TOPICS,
+        DELETE_ORPHAN_KEYWORDS,
+        DELETE_ORPHAN_CATEGORIES,
+        EXPORT_FACTS,
+        COUNT_LABELS,
+        COUNT_RELATIONSHIPS,
     )
 }

@@ -33,8 +33,11 @@ def chunk_messages(chunk: Chunk, source: str, task: str) -> list[BaseMessage]:
     """The messages for one extractor over one chunk; everything before ``SPLIT`` is shared."""
     pages = str(chunk.page_start) if chunk.page_start == chunk.page_end else f"{chunk.page_start}-{chunk.page_end}"
     return CHUNK_PROMPT.format_messages(
-        source=source.replace(SPLIT, " "), pages=pages, text=chunk.text.replace(SPLIT, " "),
-        split=SPLIT, task=task,
+        source=source.replace(SPLIT, " "),
+        pages=pages,
+        text=chunk.text.replace(SPLIT, " "),
+        split=SPLIT,
+        task=task,
     )
 
 

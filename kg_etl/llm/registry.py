@@ -88,8 +88,9 @@ def resolve_model(name_or_path: str, *, download: bool = True) -> Path:
     if as_path.suffix == ".gguf" or os.sep in name_or_path:
         if as_path.is_file():
             return as_path
-        raise ModelNotFoundError(f"{name_or_path}: no such model file; give a .gguf path or a name from "
-                                 "`kg-etl models list`")
+        raise ModelNotFoundError(
+            f"{name_or_path}: no such model file; give a .gguf path or a name from `kg-etl models list`"
+        )
     manifest = load_manifest()
     spec = manifest.get(name_or_path.lower())
     if spec is None:
@@ -99,13 +100,14 @@ def resolve_model(name_or_path: str, *, download: bool = True) -> Path:
     if found is not None:
         return found
     if not download:
-        raise ModelNotFoundError(f"{spec.name}: model file {spec.file} is not downloaded; "
-                                 f"run `kg-etl models pull {spec.name}` or pass --model PATH.gguf")
+        raise ModelNotFoundError(
+            f"{spec.name}: model file {spec.file} is not downloaded; "
+            f"run `kg-etl models pull {spec.name}` or pass --model PATH.gguf"
+        )
     try:
         return pull_model(spec)
     except DownloadError as e:
-        raise ModelNotFoundError(f"{e}; or download {spec.repo}/{spec.file} yourself and pass "
-                                 "--model PATH.gguf") from e
+        raise ModelNotFoundError(f"{e}; or download {spec.repo}/{spec.file} yourself and pass --model PATH.gguf") from e
 
 
 def pull_model(spec: ModelSpec) -> Path:
@@ -123,8 +125,9 @@ def pull_model(spec: ModelSpec) -> Path:
         path = Path(hf_hub_download(spec.repo, spec.file, local_dir=target))
     # The hub client raises many unrelated types (HTTP, offline, validation); all mean "no download".
     except Exception as e:
-        raise DownloadError(f"{spec.name}: cannot download {spec.repo}/{spec.file} "
-                            f"({type(e).__name__}: {_first_line(e)})") from e
+        raise DownloadError(
+            f"{spec.name}: cannot download {spec.repo}/{spec.file} ({type(e).__name__}: {_first_line(e)})"
+        ) from e
     _verify(path, spec, expected)
     return path
 
@@ -137,8 +140,10 @@ def _verify(path: Path, spec: ModelSpec, expected: str | None) -> None:
     actual = sha256_file(path)
     if actual != expected:
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{spec.name}: checksum mismatch for {path.name} (got {actual[:12]}..., "
-                            f"expected {expected[:12]}...); the file was removed, pull again")
+        raise DownloadError(
+            f"{spec.name}: checksum mismatch for {path.name} (got {actual[:12]}..., "
+            f"expected {expected[:12]}...); the file was removed, pull again"
+        )
 
 
 def _first_line(error: BaseException) -> str:

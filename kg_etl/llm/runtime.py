@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -32,8 +33,10 @@ __all__ = [
     "gpu_offload_supported",
 ]
 
-CUDA_BUILD_HINT = ('reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" '
-                   "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36")
+CUDA_BUILD_HINT = (
+    'reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" '
+    "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36"
+)
 
 
 class Sampling(BaseModel):
@@ -155,24 +158,37 @@ class LocalModel:
         n_threads: int | None = None,
         sampling: Sampling | None = None,
     ) -> None:
+        import os
+
         import llama_cpp
 
         if require_gpu and not gpu_offload_supported():
-            raise GpuUnavailableError(f"--gpu was given but this llama-cpp-python build cannot offload; "
-                                      f"{CUDA_BUILD_HINT}")
+            raise GpuUnavailableError(
+                f"--gpu was given but this llama-cpp-python build cannot offload; {CUDA_BUILD_HINT}"
+            )
         _route_llama_logs()
         self.path = path
         self.sampling = sampling or Sampling()
         self.stats = ModelStats()
         self.offloaded = n_gpu_layers != 0 and gpu_offload_supported()
+        # All cores for both prompt and generation: llama-cpp-python's default uses half for generation.
+        # On a shared machine fewer can be much faster (threads spin-wait on each other): --threads.
+        threads = n_threads or os.cpu_count() or 1
         try:
             self._llm: Any = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads,
-                n_threads_batch=n_threads, seed=self.sampling.seed, verbose=False,
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_gpu_layers=n_gpu_layers,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=self.sampling.seed,
+                verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as e:
-            raise ModelError(f"{path}: llama.cpp cannot load this model ({e}); check the file is a complete "
-                             "GGUF (`kg-etl models pull` re-downloads it)") from e
+            raise ModelError(
+                f"{path}: llama.cpp cannot load this model ({e}); check the file is a complete "
+                "GGUF (`kg-etl models pull` re-downloads it)"
+            ) from e
         self._formatter = self._chat_formatter()
         self._closed = False
         self._evals: list[int] = []
@@ -212,6 +228,15 @@ class LocalModel:
         """The underlying ``llama_cpp.Llama`` (for the batched decoder, which shares its weights)."""
         return self._llm
 
+    @functools.cached_property
+    def model_id(self) -> str:
+        """Identifies these weights in cache keys: file name, size, and a hash of the GGUF header."""
+        # Names and sizes can repeat across different weights (re-quantised files); the first MiB holds the
+        # GGUF header and metadata and tells them apart without hashing gigabytes per run.
+        with self.path.open("rb") as f:
+            head = hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
+        return f"{self.path.name}:{self.path.stat().st_size}:{head}"
+
     @property
     def name(self) -> str:
         return self.path.stem
@@ -240,10 +265,14 @@ class LocalModel:
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             # llama-cpp-python would silently fall back to the llama-2 format, which LFM2 was not trained on.
-            raise ModelError(f"{self.path}: the GGUF has no chat template (tokenizer.chat_template); "
-                             "use an official LFM2 GGUF")
-        return Jinja2ChatFormatter(template, eos_token=self._token_text(self._llm.token_eos()),
-                                   bos_token=self._token_text(self._llm.token_bos()))
+            raise ModelError(
+                f"{self.path}: the GGUF has no chat template (tokenizer.chat_template); use an official LFM2 GGUF"
+            )
+        return Jinja2ChatFormatter(
+            template,
+            eos_token=self._token_text(self._llm.token_eos()),
+            bos_token=self._token_text(self._llm.token_bos()),
+        )
 
     def _token_text(self, token: int) -> str:
         return str(self._llm.detokenize([token], special=True).decode("utf-8", "replace"))
@@ -297,8 +326,10 @@ class LocalModel:
         suffix_tokens = self.tokenize(suffix)
         tokens = list(prefix.tokens if prefix else ()) + suffix_tokens
         if len(tokens) + max_tokens > self.n_ctx:
-            raise ModelError(f"prompt of {len(tokens)} tokens + reply of {max_tokens} exceeds the "
-                             f"{self.n_ctx}-token context; use smaller chunks or a larger --n-ctx")
+            raise ModelError(
+                f"prompt of {len(tokens)} tokens + reply of {max_tokens} exceeds the "
+                f"{self.n_ctx}-token context; use smaller chunks or a larger --n-ctx"
+            )
         started = time.perf_counter()
         if prefix is not None:
             self._restore(prefix)
@@ -306,12 +337,20 @@ class LocalModel:
             self._llm.reset()
         self._evals.clear()
         result: Any = self._llm.create_completion(
-            tokens, max_tokens=max_tokens, temperature=s.temperature, min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty, top_p=s.top_p, top_k=s.top_k, seed=s.seed, grammar=grammar,
+            tokens,
+            max_tokens=max_tokens,
+            temperature=s.temperature,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            seed=s.seed,
+            grammar=grammar,
         )
         choice = result["choices"][0]
         completion = Completion(
-            text=choice["text"], finish_reason=choice["finish_reason"] or "stop",
+            text=choice["text"],
+            finish_reason=choice["finish_reason"] or "stop",
             # generate() evaluates what it could not reuse in its first eval call, then one token at a time.
             prompt_tokens=self._evals[0] if self._evals else 0,
             completion_tokens=int(result["usage"]["completion_tokens"]),
@@ -331,8 +370,11 @@ class LocalModel:
                 evaluated = {request.prefix: self.evaluate_prefix(request.prefix)}
                 prefix = evaluated[request.prefix]
             grammar = _llama_grammar(request.grammar) if request.grammar else None
-            out.append(self.complete(request.suffix, prefix=prefix, grammar=grammar,
-                                     max_tokens=request.max_tokens, sampling=sampling))
+            out.append(
+                self.complete(
+                    request.suffix, prefix=prefix, grammar=grammar, max_tokens=request.max_tokens, sampling=sampling
+                )
+            )
         return out
 
 

@@ -1,0 +1,37 @@
+"""Keywords: the terms a reader would search for, each with a relevance weight."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kg_etl.extract.base import Extractor
+
+__all__ = ["KEYWORDS", "Keyword", "Keywords"]
+
+
+class Keyword(BaseModel):
+    """One key term."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    term: str = Field(min_length=2, max_length=40, description="a word or short phrase as it appears in the text")
+    relevance: float = Field(ge=0, le=1, description="0..1, how relevant the term is to the excerpt")
+
+
+class Keywords(BaseModel):
+    """The key terms of one chunk."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[Keyword] = Field(min_length=1, max_length=8, description="one to eight key terms")
+
+
+KEYWORDS = Extractor(
+    name="keywords",
+    version="1",
+    schema=Keywords,
+    task=(
+        "List the key terms of the excerpt (names, technical terms, concepts), most relevant first, each "
+        'with a relevance between 0 and 1. Answer as {"keywords": [{"term": "...", "relevance": 0.9}]}'
+    ),
+)

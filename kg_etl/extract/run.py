@@ -1,0 +1,199 @@
+"""Running extractors over a batch of chunks: cache, jobs in rounds, validation, retries, failures.
+
+Jobs go to the backend a round at a time, grouped by chunk (so the llama.cpp backend evaluates each chunk's
+prefix once, and the parallel backend decodes the whole round together). A reply that does not validate is
+asked for again, with the validation error, in the next round; when retries run out the failure is recorded
+on the chunk with the raw reply: never an empty result that looks like success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel, Field
+
+from kg_etl.errors import ExtractionError
+from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionCache, ExtractionFailure, Extractor, Job, Reply
+from kg_etl.extract.qa import QAPairs
+from kg_etl.extract.summary import SUMMARY, Summary, reduce_groups, reduce_messages
+from kg_etl.extract.validate import VALIDATE, Judgement, Validation, judge, validation_task
+from kg_etl.llm.grammar import parse_reply
+from kg_etl.llm.prompt import chunk_messages, retry_messages
+from kg_etl.models import Chunk, content_id
+
+__all__ = ["BatchExtractor", "DocumentSummary", "Validations"]
+
+# Tokens of chunk summaries merged per reduce call: with instructions and reply, well inside a 4k context.
+REDUCE_BUDGET = 1500
+
+
+class Validations(BaseModel):
+    """The verdicts on a chunk's QA pairs, aligned with them (None where the judgement itself failed)."""
+
+    items: list[Validation | None]
+
+
+class DocumentSummary(BaseModel):
+    """A document's summary and how many reduce rounds built it."""
+
+    summary: str
+    rounds: int = Field(ge=0)
+    chunk_summaries: int = Field(ge=0)
+
+
+@dataclass
+class _Task:
+    """One extractor on one chunk (or one QA pair), through its retries."""
+
+    out: ChunkExtraction
+    extractor: Extractor
+    messages: list[BaseMessage]
+    key: str
+    accept: Callable[[BaseModel], None]
+    attempt: int = 1
+
+
+class BatchExtractor:
+    """Runs extractors over chunks with one backend, a cache, and bounded retries."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        extractors: Sequence[Extractor],
+        *,
+        retries: int = 2,
+        cache: ExtractionCache | None = None,
+        validate: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.extractors = list(extractors)
+        self.retries = retries
+        self.cache = cache
+        self.validate = validate
+
+    # -- chunks ------------------------------------------------------------------------------------------
+
+    def run(self, chunks: Sequence[Chunk], source: str) -> list[ChunkExtraction]:
+        """Every extractor over every chunk, then (if asked) a validation pass over the QA pairs."""
+        outs = [ChunkExtraction(chunk=chunk) for chunk in chunks]
+        self._settle([self._chunk_task(out, extractor, source) for out in outs for extractor in self.extractors])
+        if self.validate:
+            self._settle([task for out in outs for task in self._validation_tasks(out, source)])
+        return outs
+
+    def _chunk_task(self, out: ChunkExtraction, extractor: Extractor, source: str) -> _Task:
+        def accept(result: BaseModel) -> None:
+            out.results[extractor.name] = result
+
+        return _Task(
+            out,
+            extractor,
+            chunk_messages(out.chunk, source, extractor.task),
+            self._key(out.chunk.text_hash, extractor),
+            accept,
+        )
+
+    def _validation_tasks(self, out: ChunkExtraction, source: str) -> list[_Task]:
+        pairs = out.results.get("qa")
+        if not isinstance(pairs, QAPairs):
+            return []
+        validations = Validations(items=[None] * len(pairs.pairs))
+        out.results["validation"] = validations
+        tasks = []
+        for i, pair in enumerate(pairs.pairs):
+
+            def accept(result: BaseModel, i: int = i) -> None:
+                assert isinstance(result, Judgement)
+                validations.items[i] = judge(pairs.pairs[i], result, out.chunk.text)
+
+            key = self._key(out.chunk.text_hash, VALIDATE, pair.question, pair.answer)
+            tasks.append(_Task(out, VALIDATE, chunk_messages(out.chunk, source, validation_task(pair)), key, accept))
+        return tasks
+
+    # -- documents ---------------------------------------------------------------------------------------
+
+    def summarise_document(
+        self, summaries: Sequence[str], source: str, count_tokens: Callable[[str], int]
+    ) -> DocumentSummary | ExtractionFailure:
+        """Reduce chunk summaries to one: groups that fit the context, summarised, until one is left."""
+        level, rounds = list(summaries), 0
+        holder = ChunkExtraction(chunk=_DOCUMENT_CHUNK)
+        while len(level) > 1:
+            rounds += 1
+            groups = reduce_groups(level, count_tokens, REDUCE_BUDGET)
+            if len(groups) == len(level):  # every summary alone in its group: pair them so each round shrinks
+                groups = [level[i : i + 2] for i in range(0, len(level), 2)]
+            merged: list[str] = [""] * len(groups)  # by group: cached groups resolve before the others
+            tasks = []
+            for i, group in enumerate(groups):
+
+                def accept(result: BaseModel, i: int = i, merged: list[str] = merged) -> None:
+                    assert isinstance(result, Summary)
+                    merged[i] = result.summary
+
+                key = self._key(content_id(*group), SUMMARY, "document")
+                tasks.append(_Task(holder, SUMMARY, reduce_messages(source, group), key, accept))
+            self._settle(tasks)
+            if holder.failures:
+                return holder.failures[0]
+            level = merged
+        return DocumentSummary(summary=level[0] if level else "", rounds=rounds, chunk_summaries=len(summaries))
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def _key(self, text_hash: str, extractor: Extractor, *extra: str) -> str:
+        """Input text, extractor and its version, model, and any per-item input: what fixes a result."""
+        return content_id(text_hash, extractor.name, extractor.version, self.backend.model_id, *extra)
+
+    def _settle(self, tasks: list[_Task]) -> None:
+        pending = [task for task in tasks if not self._from_cache(task)]
+        while pending:
+            replies = self.backend.run([Job(tuple(t.messages), t.extractor.schema) for t in pending])
+            pending = [
+                retry
+                for task, reply in zip(pending, replies, strict=True)
+                if (retry := self._handle(task, reply)) is not None
+            ]
+
+    def _from_cache(self, task: _Task) -> bool:
+        raw = self.cache.get(task.key) if self.cache is not None else None
+        if raw is None:
+            return False
+        task.accept(task.extractor.schema.model_validate_json(raw))
+        return True
+
+    def _handle(self, task: _Task, reply: Reply) -> _Task | None:
+        """Accept a valid reply; return the task to ask again, or record the failure when out of retries."""
+        task.out.llm_calls += 1
+        task.out.prompt_tokens += reply.prompt_tokens
+        try:
+            result = _parse(task.extractor.schema, reply)
+        except ExtractionError as e:
+            if task.attempt <= self.retries:
+                return replace(
+                    task, messages=retry_messages(task.messages, reply.text, str(e)), attempt=task.attempt + 1
+                )
+            task.out.failures.append(
+                ExtractionFailure(extractor=task.extractor.name, error=str(e), raw=reply.text, attempts=task.attempt)
+            )
+            return None
+        task.accept(result)
+        if self.cache is not None:
+            self.cache.put(task.key, result.model_dump_json())
+        return None
+
+
+def _parse(schema: type[BaseModel], reply: Reply) -> BaseModel:
+    if reply.error is not None:
+        raise ExtractionError(reply.error, raw=reply.text, attempts=1)
+    if reply.parsed is not None:
+        return reply.parsed
+    return parse_reply(schema, reply.text, reply.finish_reason)
+
+
+# Document-level work has no chunk of its own; its failures are collected on this stand-in.
+_DOCUMENT_CHUNK = Chunk(
+    id="document", doc_id="document", index=0, text="", page_start=1, page_end=1, char_start=0, char_end=0, n_tokens=0
+)
