@@ -3,9 +3,9 @@
 The document text
     The normalised texts of the OK and GARBLED pages, in page order, joined by ``PAGE_SEPARATOR`` ("\\n\\n")
     (``models.document_text``). Every ``Page`` carries ``char_start``, its offset in that text; a page
-    without text (NO_TEXT, ERROR) has ``text == ""`` and the offset where the next text would go. Chunk
-    offsets and citations point into this text; ``normalise_with_map`` maps a page's offsets back to
-    pypdf's raw text where someone needs them.
+    without text (NO_TEXT, ERROR) has ``text == ""`` and ``char_start`` at the end of the text so far.
+    Chunk offsets and citations point into this text (it is what gets stored); ``normalise_with_map``
+    maps a page's offsets back to pypdf's raw text where someone needs them.
 
 What can go wrong, and what happens
     - The whole file (missing, not a PDF, truncated, damaged xref or page tree, no pages, unknown
