@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -68,8 +70,12 @@ def run(
     suffix_tokens: int = 60,
     max_tokens: int = 48,
     n_threads: int | None = None,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Time the same requests sequentially and with each ``n_parallel`` in ``n_values``."""
+    """Time the same requests sequentially and with each ``n_parallel`` in ``n_values``.
+
+    ``progress`` is called with each run's name and figures as it ends.
+    """
     with tempfile.TemporaryDirectory(prefix="kg-etl-bench-", dir="/tmp") as tmp:
         path = model_path or write_tiny_model(Path(tmp) / f"lfm2-{preset}-random.gguf", preset=preset)
         threads = n_threads or os.cpu_count() or 1
@@ -78,7 +84,7 @@ def run(
             path, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=0, sampling=Sampling.deterministic()
         ) as model:
             requests = _requests(model, n_prefixes, n_suffixes, prefix_tokens, suffix_tokens, max_tokens)
-            figures = _measure(model, requests, n_values, repeats, n_ctx)
+            figures = _measure(model, requests, n_values, repeats, n_ctx, progress or (lambda *_: None))
             # What evaluating every prompt in full would cost: the baseline for prefix sharing.
             unshared = sum(len(model.tokenize(r.prefix)) + len(model.tokenize(r.suffix)) for r in requests)
         return figures | {
@@ -121,13 +127,19 @@ def _fit(model: LocalModel, head: str, text: str, tokens: int) -> str:
 
 
 def _measure(
-    model: LocalModel, requests: list[GenRequest], n_values: Sequence[int], repeats: int, n_ctx: int
+    model: LocalModel,
+    requests: list[GenRequest],
+    n_values: Sequence[int],
+    repeats: int,
+    n_ctx: int,
+    progress: Callable[[str, dict[str, Any]], None],
 ) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
     reference: list[Completion] = []
     for _ in range(repeats):
         row, reference = _timed(model, lambda: model.generate(requests))
         runs.setdefault("sequential", []).append(row)
+        progress("sequential", row)
         for n in n_values:
             rss = _rss()
             with ParallelDecoder(model, n, n_ctx_per_seq=n_ctx) as decoder:
@@ -138,9 +150,10 @@ def _measure(
                 "matches": sum(a.text == b.text for a, b in zip(reference, replies, strict=True)),
             }
             runs.setdefault(f"parallel_{n}", []).append(row)
+            progress(f"parallel_{n}", row)
     best = {name: min(rows, key=lambda r: r["wall_s"]) for name, rows in runs.items()}
     base = best["sequential"]["wall_s"]
-    for name, row in best.items():
+    for row in best.values():
         row["speedup"] = round(base / row["wall_s"], 2)
     return {"results": best, "finish_reasons": _reasons(reference)}
 
@@ -182,7 +195,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, nargs="+", default=[1, 4, 8, 16], help="n_parallel values")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    figures = run(args.model, preset=args.preset, n_values=args.n, repeats=args.repeats, n_threads=args.threads)
+    # A plain kill unwinds too, so the temporary model file (730 MB for 1.2b) is deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    figures = run(args.model, preset=args.preset, n_values=args.n, repeats=args.repeats, n_threads=args.threads,
+                  progress=lambda name, row: print(name, json.dumps(row), file=sys.stderr, flush=True))
     print(json.dumps(figures, indent=2))
 
 

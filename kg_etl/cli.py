@@ -6,7 +6,10 @@ line; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +19,14 @@ from typing import Any, TypeVar
 import click
 from pydantic import SecretStr
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from kg_etl import __version__
@@ -33,25 +43,66 @@ err = Console(stderr=True)
 out = Console()
 
 
+# Exit codes scripts can rely on.
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # the run finished, but some documents or chunks failed (see the summary / --report)
+EXIT_USAGE = 2  # bad options (click's own code)
+EXIT_ERROR = 3  # nothing could be done: graph unreachable, model missing, bad configuration
+EXIT_INTERRUPTED = 130  # Ctrl-C; rerun to resume
+
+
+class _KgEtlGroup(click.Group):
+    """Turns every ``KgEtlError`` into one line on stderr and ``EXIT_ERROR``, for CliRunner too."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KgEtlError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(EXIT_ERROR)
+
+
 def main() -> None:
     """Entry point of the ``kg-etl`` console script."""
     try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        code = cli.main(prog_name="kg-etl", standalone_mode=False)
+    except click.exceptions.Abort:  # a Ctrl-C that stopped at once (click turns KeyboardInterrupt into Abort)
+        err.print("interrupted: rerun the same command to resume", highlight=False)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except KgEtlError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
-        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_KgEtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="kg-etl")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="More log detail on stderr: -v info, -vv debug.")
+@click.option(
+    "--connect-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    envvar="KG_ETL_CONNECT_TIMEOUT",
+    help="Seconds to keep retrying a graph database that is still starting [env KG_ETL_CONNECT_TIMEOUT].",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, connect_timeout: float) -> None:
     """kg-etl: turn a folder of PDFs into a Neo4j knowledge graph with small local LLMs."""
+    ctx.obj = {"connect_timeout": connect_timeout}
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: int) -> None:
+    """Standard-library logging through rich, on the same console as the progress display (never mixed)."""
+    from rich.logging import RichHandler
+
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler], force=True)
+    # pypdf narrates every repair it makes at WARNING; the reader already reports what matters per page.
+    logging.getLogger("pypdf").setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
+    logging.getLogger("neo4j").setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
 
 
 # -- graph connection ------------------------------------------------------------------------------------
@@ -89,6 +140,7 @@ def _graph_settings(uri: str | None, username: str, password: str | None, databa
     err.print(
         f"{verb} the local graph server at {info.uri} (database {info.database}); set NEO4J_URI to use your own Neo4j",
         highlight=False,
+        soft_wrap=True,
     )
     return GraphSettings(
         uri=info.uri, username=info.username, password=SecretStr(server.password()), database=info.database
@@ -97,8 +149,9 @@ def _graph_settings(uri: str | None, username: str, password: str | None, databa
 
 @contextmanager
 def _open_graph(uri: str | None, username: str, password: str | None, database: str | None) -> Iterator[Graph]:
+    timeout = click.get_current_context().find_root().obj["connect_timeout"]
     with Graph(_graph_settings(uri, username, password, database)) as graph:
-        graph.wait_ready()
+        graph.wait_ready(timeout)
         yield graph
 
 
@@ -169,6 +222,18 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
 )
 @click.option("--chunk-tokens", type=click.IntRange(32), help="Token budget per chunk [default: 512].")
 @click.option("--overlap-tokens", type=click.IntRange(0), help="Tokens shared by neighbouring chunks [default: 64].")
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=True,
+    show_default=True,
+    help="Try documents recorded as failed again (most failures are transient; broken files fail fast).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON report of the run (per document: pages, chunks, extractions, failures, seconds).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @graph_options
 def ingest(
@@ -188,6 +253,8 @@ def ingest(
     read_timeout: float,
     chunk_tokens: int | None,
     overlap_tokens: int | None,
+    retry_failed: bool,
+    report_path: Path | None,
     quiet: bool,
     neo4j_uri: str | None,
     neo4j_username: str,
@@ -196,7 +263,11 @@ def ingest(
 ) -> None:
     """Read PDFs (files or folders), extract knowledge with the local model, and write it to the graph.
 
-    Re-running on the same files is safe: finished documents are skipped, interrupted ones resume.
+    Re-running on the same files is safe: finished documents are skipped, interrupted ones resume. Ctrl-C
+    stops after the batch in hand is committed (twice: at once, the open batch rolled back).
+
+    Exit codes: 0 all done; 1 some documents or chunks failed; 2 bad options; 3 nothing could be done
+    (graph unreachable, model missing); 130 interrupted.
     """
     from kg_etl.pipeline import ingest as run_ingest
 
@@ -216,35 +287,85 @@ def ingest(
         chunk_tokens=chunk_tokens,
         overlap_tokens=overlap_tokens,
         categories=_split(categories) if categories else DEFAULT_CATEGORIES,
+        retry_failed=retry_failed,
     )
+    _report_gpu(settings)
     with (
         _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph,
         _IngestDisplay(quiet) as display,
+        _GracefulStop() as stop,
     ):
-        report = run_ingest(list(inputs), graph, settings, on_event=display.on_event)
+        report = run_ingest(list(inputs), graph, settings, on_event=display.on_event, should_stop=stop.requested)
+    if report_path is not None:
+        report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
     _print_summary(report)
+    if report.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     if not report.ok:
-        sys.exit(1)
+        sys.exit(EXIT_PARTIAL)
 
 
 def _split(values: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in values.split(",") if v.strip())
 
 
+def _report_gpu(settings: IngestSettings) -> None:
+    from kg_etl.llm.runtime import CUDA_BUILD_HINT, gpu_offload_supported
+
+    if gpu_offload_supported():
+        err.print("llama.cpp build: GPU offload available", highlight=False)
+    elif settings.gpu_layers != 0:
+        err.print(
+            f"llama.cpp build: CPU only (no GPU offload); for a GPU, {CUDA_BUILD_HINT}", highlight=False, soft_wrap=True
+        )
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the batch in hand, then stop. Second: stop at once (the open batch rolls back)."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: Any = None
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        err.print("stopping after the current batch (Ctrl-C again to stop now)", highlight=False)
+
+    def __enter__(self) -> _GracefulStop:
+        # Signal handlers can only be set from the main thread (CliRunner in a thread, for one).
+        with contextlib.suppress(ValueError):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 class _IngestDisplay:
-    """A rich progress display fed by pipeline events; notices print above it."""
+    """A rich progress display fed by pipeline events: files, pages of the current file, what the model does.
+
+    Notices and log lines print above it through the same console, so nothing garbles the bars.
+    """
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
             console=err,
             disable=quiet,
         )
-        self.task = self.progress.add_task("starting", total=None)
+        self.files = self.progress.add_task("files", total=None, info="")
+        self.pages = self.progress.add_task("pages", total=None, info="", visible=False)
 
     def __enter__(self) -> _IngestDisplay:
         self.progress.start()
@@ -254,12 +375,21 @@ class _IngestDisplay:
         self.progress.stop()
 
     def on_event(self, event: Any) -> None:
+        p = self.progress
         if event.kind == "notice":
-            self.progress.console.print(event.message, highlight=False, markup=False)
+            p.console.print(event.message, highlight=False, markup=False, soft_wrap=True)
+        elif event.kind == "run_start":
+            p.update(self.files, total=event.total)
         elif event.kind == "document_start":
-            self.progress.reset(self.task, description=f"{Path(event.path).name}: chunks", total=None)
-        elif event.kind == "chunk":
-            self.progress.advance(self.task)
+            p.reset(self.pages, description=Path(event.path).name[:40], total=event.total, visible=True, info="")
+        elif event.kind == "stage":
+            p.update(self.pages, info=event.message)
+        elif event.kind == "batch":
+            speed = f"{event.tokens_per_s:.0f} tok/s" if event.tokens_per_s else ""
+            p.update(self.pages, completed=event.done, info=speed)
+        elif event.kind == "document_end":
+            p.advance(self.files)
+            p.update(self.pages, visible=False)
 
 
 def _print_summary(report: Any) -> None:
@@ -268,13 +398,26 @@ def _print_summary(report: Any) -> None:
     failed = [d for d in report.documents if d.status == "failed"]
     chunks = sum(d.chunks_written for d in report.documents)
     bad_chunks = sum(d.chunks_failed for d in report.documents)
+    where = "GPU" if report.gpu_offload else "CPU"
     err.print(
         f"{done} ingested, {skipped} already done, {len(failed)} failed; {chunks} chunks written "
-        f"({bad_chunks} with failed extractions), {report.llm_calls} LLM calls, {report.seconds:.1f} s",
+        f"({bad_chunks} with failed extractions), {report.llm_calls} LLM calls, {report.seconds:.1f} s; "
+        f"model on {where}, peak memory {report.peak_rss_mb or 0:.0f} MiB",
         highlight=False,
+        soft_wrap=True,
     )
     for d in failed:
-        err.print(f"  failed: {d.path}: {d.reason}", highlight=False, markup=False)
+        err.print(f"  failed: {d.path}: {d.reason}", highlight=False, markup=False, soft_wrap=True)
+    for d in report.documents:
+        for f in d.failures[:3]:
+            err.print(
+                f"  {Path(d.path).name}: {f.extractor} failed after {f.attempts} tries: {f.error}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    if report.interrupted:
+        err.print("interrupted: rerun the same command to resume", highlight=False)
 
 
 # -- export, schema, stats, query ---------------------------------------------------------------------------
@@ -282,20 +425,92 @@ def _print_summary(report: Any) -> None:
 
 @cli.command()
 @click.argument("out_path", metavar="OUT.jsonl", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--kind",
+    type=click.Choice(["qa", "facts", "taxonomy", "keywords", "summaries"]),
+    default="qa",
+    show_default=True,
+    help="What to export: QA pairs, atomic facts, topic paths, keywords, or chunk and document summaries.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["plain", "chat", "alpaca", "sharegpt"]),
+    default="plain",
+    show_default=True,
+    help="QA record shape: plain (kg_etl/data/qa_record.schema.json), chat (messages), alpaca "
+    "(instruction/input/output) or sharegpt (conversations); the last three carry the citation as metadata.",
+)
+@click.option("--validated-only", is_flag=True, help="Only QA pairs that the validation pass judged valid.")
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    help="Only QA pairs with a validation score of at least this (unvalidated pairs have none).",
+)
+@click.option(
+    "--document",
+    "documents",
+    multiple=True,
+    metavar="DOC",
+    help="Only this document: its id (sha256), path or file name. Repeat for several.",
+)
+@click.option(
+    "--keep-duplicates",
+    is_flag=True,
+    help="Keep near-duplicate questions (by default only the best-scoring question of each group is written).",
+)
+@click.option(
+    "--system",
+    "system_prompt",
+    help="The system turn of --format chat and sharegpt; '' for none [default: answer briefly and accurately].",
+)
 @graph_options
 def export(
-    out_path: str, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
+    out_path: str,
+    kind: str,
+    fmt: str,
+    validated_only: bool,
+    min_score: float | None,
+    documents: tuple[str, ...],
+    keep_duplicates: bool,
+    system_prompt: str | None,
+    neo4j_uri: str | None,
+    neo4j_username: str,
+    neo4j_password: str | None,
+    neo4j_database: str | None,
 ) -> None:
-    """Write the extracted facts, with document and page citations, as JSON lines ("-" for stdout)."""
-    from kg_etl.export import export_facts
+    """Write QA pairs (or another extraction) as JSON lines, each citing its document and pages ("-": stdout).
 
+    Near-duplicate questions are removed unless --keep-duplicates; stderr says how many. The same graph always
+    gives the same file. A file is written whole or not at all (OUT.jsonl.part until it is complete).
+    """
+    from kg_etl.export import ExportReport, QAOptions
+    from kg_etl.export import export as write_records
+
+    options: dict[str, Any] = {"format": fmt, "validated_only": validated_only, "min_score": min_score}
+    options |= {"dedup": not keep_duplicates} | ({} if system_prompt is None else {"system": system_prompt})
+    qa = QAOptions.model_validate(options)
+    report: ExportReport
     with _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph:
         if out_path == "-":
-            count = export_facts(graph, sys.stdout)
+            report = write_records(graph, sys.stdout, kind, documents, qa)
         else:
-            with open(out_path, "w", encoding="utf-8") as f:
-                count = export_facts(graph, f)
-    err.print(f"{count} records written to {out_path}", highlight=False)
+            target = Path(out_path)
+            partial = target.with_name(target.name + ".part")
+            try:
+                with partial.open("w", encoding="utf-8", newline="\n") as f:
+                    report = write_records(graph, f, kind, documents, qa)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+    err.print(f"{report.written} {kind} records written to {out_path}", highlight=False, markup=False)
+    if kind == "qa":
+        err.print(
+            f"{report.duplicates_removed} near-duplicate questions removed, "
+            f"{report.filtered_out} pairs below --validated-only / --min-score",
+            highlight=False,
+            markup=False,
+        )
 
 
 @cli.command()

@@ -53,6 +53,9 @@ class IngestSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="CPU threads for llama.cpp; None = all cores")
     deterministic: bool = Field(default=False, description="greedy decoding (temperature 0)")
     read_timeout: float = Field(default=120.0, gt=0)
+    # On by default: most failures (a timeout on a busy machine, a graph that was down, a password given
+    # since) are fixed by trying again, and a file that is really broken fails again in milliseconds.
+    retry_failed: bool = True
     password: SecretStr | None = None
     passwords: dict[str, str] = Field(default_factory=dict, description="file name or glob -> PDF password")
     chunk_tokens: int | None = Field(default=None, ge=32)

@@ -10,6 +10,7 @@ reason and the run goes on; a changed PDF (same path, new content) replaces its 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from kg_etl.chunk import approx_tokens, chunk_pages
 from kg_etl.config import IngestSettings, kg_etl_home
-from kg_etl.errors import ConfigError, ReadError
+from kg_etl.errors import ConfigError, GraphError, ReadError
 from kg_etl.extract.base import ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.categories import categories_extractor
@@ -32,8 +33,9 @@ from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.llm.backend import LlamaBackend
 from kg_etl.llm.registry import resolve_model
-from kg_etl.llm.runtime import LocalModel, Sampling
+from kg_etl.llm.runtime import LocalModel, Sampling, peak_rss_mb
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file
+from kg_etl.owner import is_stale, this_process
 from kg_etl.read import PdfDocument, open_pdf
 
 __all__ = [
@@ -84,6 +86,7 @@ class IngestReport(BaseModel):
     """The whole run."""
 
     documents: list[DocumentReport] = Field(default_factory=list)
+    interrupted: bool = False
     model: str | None = None
     gpu_offload: bool = False
     llm_calls: int = 0
@@ -91,18 +94,29 @@ class IngestReport(BaseModel):
     completion_tokens: int = 0
     seconds: float = 0.0
 
+    peak_rss_mb: float | None = None
+
     @property
     def ok(self) -> bool:
-        return all(d.status != DocStatus.FAILED and d.chunks_failed == 0 for d in self.documents)
+        """True when every document is done (or was already) and no chunk has a failed extraction."""
+        return not self.interrupted and all(
+            d.status in (DocStatus.DONE, "skipped") and d.chunks_failed == 0 for d in self.documents
+        )
 
 
 class Event(BaseModel):
-    """Progress for whoever displays it: ``kind`` is document_start, chunk, document_end or notice."""
+    """Progress for whoever displays it.
+
+    ``kind``: run_start (total = files), document_start (total = pages), stage (message = what the model
+    is doing), batch (done = pages read so far, tokens_per_s), document_end (report), notice (message).
+    """
 
     kind: str
     path: str = ""
     message: str = ""
     total: int | None = None
+    done: int | None = None
+    tokens_per_s: float | None = None
     report: DocumentReport | None = None
 
 
@@ -111,6 +125,10 @@ EventSink = Callable[[Event], None]
 
 def _ignore(_: Event) -> None:
     pass
+
+
+def _never() -> bool:
+    return False
 
 
 def find_pdfs(inputs: Sequence[Path]) -> list[Path]:
@@ -185,8 +203,12 @@ def ingest(
     settings: IngestSettings,
     *,
     on_event: EventSink = _ignore,
+    should_stop: Callable[[], bool] = _never,
 ) -> IngestReport:
     """Ingest every PDF under ``inputs`` into ``graph``; failures are reported, never raised per file.
+
+    ``should_stop`` is polled between batches (Ctrl-C): the run then ends after the batch in hand is
+    committed, with the document left to resume.
 
     Raises:
         ConfigError: an input does not exist or an extractor name is unknown.
@@ -206,11 +228,17 @@ def ingest(
         validate,
         SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite"),
         on_event,
+        should_stop,
     )
+    on_event(Event(kind="run_start", total=len(paths)))
     try:
         for path in paths:
+            if should_stop():
+                report.interrupted = True
+                break
             doc_report = run.document(path)
             report.documents.append(doc_report)
+            report.interrupted = doc_report.status == "interrupted"
             on_event(Event(kind="document_end", path=str(path), report=doc_report))
     finally:
         run.close(report)
@@ -230,9 +258,12 @@ class _Run:
         validate: bool,
         cache: SqliteCache,
         on_event: EventSink,
+        should_stop: Callable[[], bool],
     ) -> None:
         self.settings, self.writer, self.slot = settings, writer, slot
         self.extractors, self.validate, self.cache, self.on_event = extractors, validate, cache, on_event
+        self.should_stop = should_stop
+        self.owner = this_process()
         self._runner: BatchExtractor | None = None
 
     def runner(self) -> BatchExtractor:
@@ -249,6 +280,7 @@ class _Run:
             report.model, report.gpu_offload = model.name, model.offloaded
             report.llm_calls, report.prompt_tokens = model.stats.calls, model.stats.prompt_tokens
             report.completion_tokens = model.stats.completion_tokens
+        report.peak_rss_mb = peak_rss_mb()
         self.slot.close()
         self.cache.close()
 
@@ -270,21 +302,41 @@ class _Run:
         doc = open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
         meta = doc.meta
         report.doc_id, report.pages = meta.id, meta.n_pages
-        if self.writer.document_status(meta.id) == DocStatus.DONE:
-            report.status = "skipped"
+        status = self.writer.document_status(meta.id)
+        if status == DocStatus.DONE or (status == DocStatus.FAILED and not s.retry_failed):
+            report.status, report.reason = "skipped", None if status == DocStatus.DONE else "failed before"
             return
-        self.on_event(Event(kind="document_start", path=str(path), total=meta.n_pages))
+        if not self.writer.claim(meta, self.owner, is_stale):
+            report.status, report.reason = "skipped", "being ingested by another kg-etl process"
+            self.on_event(Event(kind="notice", path=str(path), message=f"{path.name}: {report.reason}"))
+            return
+        try:
+            self._claimed(doc, report)
+        finally:
+            if report.status != DocStatus.DONE:
+                self._release(meta.id)
+
+    def _claimed(self, doc: PdfDocument, report: DocumentReport) -> None:
+        meta = doc.meta
+        self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
         runner = self.runner()
-        self.writer.upsert_document(meta, DocStatus.PROCESSING)
-        self._chunks(doc, runner, report)
+        if not self._chunks(doc, runner, report):
+            report.status = "interrupted"
+            return
         self._document_results(meta, runner, report)
         for old in self.writer.other_versions(meta):
             self.writer.remove_document(old)
             report.replaced.append(old)
         report.status = DocStatus.DONE
-        self.writer.upsert_document(meta, DocStatus.DONE, n_chunks=report.chunks)
+        self.writer.upsert_document(meta, DocStatus.DONE, n_chunks=report.chunks, owner=None, finished_at=time.time())
 
-    def _chunks(self, doc: PdfDocument, runner: BatchExtractor, report: DocumentReport) -> None:
+    def _release(self, doc_id: str) -> None:
+        # If the graph is gone, the claim goes stale with this process and a rerun takes it over.
+        with contextlib.suppress(GraphError):
+            self.writer.release(doc_id, self.owner)
+
+    def _chunks(self, doc: PdfDocument, runner: BatchExtractor, report: DocumentReport) -> bool:
+        """Extract and write every chunk not yet in the graph; False when stopped before the end."""
         model = self.slot.get()
         done = self.writer.done_chunk_ids(doc.meta.id)
         pages = self._noting_pages(doc.pages(), report, Path(doc.meta.path))
@@ -305,18 +357,31 @@ class _Run:
             batch.append(chunk)
             if len(batch) >= self.settings.batch_size:
                 prev = self._flush(batch, prev, runner, doc.meta, report)
+                if self.should_stop():
+                    return False
         self._flush(batch, prev, runner, doc.meta, report)
+        return True
 
     def _flush(
         self, batch: list[Chunk], prev: str | None, runner: BatchExtractor, meta: DocumentMeta, report: DocumentReport
     ) -> str | None:
         if not batch:
             return prev
+        pages = f"pages {batch[0].page_start}-{batch[-1].page_end}"
+        self.on_event(Event(kind="stage", path=meta.path, message=f"extracting {len(batch)} chunks, {pages}"))
         extractions = runner.run(batch, meta.title or meta.name)
-        self.writer.write_batch(extractions, prev, runner.backend.model_id)
+        self.writer.write_batch(extractions, prev, runner.backend.model_id, owner=self.owner)
         for extraction in extractions:
             self._count(extraction, report)
-            self.on_event(Event(kind="chunk", path=meta.path, message=f"page {extraction.chunk.page_end}"))
+        stats = self.slot.get().stats
+        self.on_event(
+            Event(
+                kind="batch",
+                path=meta.path,
+                done=batch[-1].page_end,
+                tokens_per_s=stats.completion_tokens / stats.seconds if stats.seconds else None,
+            )
+        )
         last = batch[-1].id
         batch.clear()
         return last

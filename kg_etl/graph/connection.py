@@ -1,7 +1,19 @@
-"""A connection to the graph: the official neo4j driver, one database, errors mapped to GraphError."""
+"""A connection to the graph: the official neo4j driver, one database, errors mapped to GraphError.
+
+Two servers speak to it: Neo4j 5, and ArcadeDB's Bolt plugin (the local server). Two differences matter here:
+
+- Telling them apart. ArcadeDB answers ``CALL dbms.components()`` exactly like Neo4j ("Neo4j Kernel",
+  5.26.0, community), so that call cannot discriminate. The Bolt agent string can: Neo4j sends
+  ``Neo4j/<version>`` and nothing else (``Neo4j/5.26.0``, ``Neo4j/5.27-aura``), while compatible servers
+  append who they are (``Neo4j/5.26.0 compatible (ArcadeDB 26.10.2)``). See ``Graph.is_neo4j``.
+- Read transactions. Neo4j refuses a write in a read transaction; ArcadeDB runs it, and commits schema
+  commands (CREATE INDEX ...) even when the transaction is rolled back. So ``Graph.read_query`` refuses
+  write clauses before sending anything and checks the server's own summary afterwards; see there.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,11 +28,15 @@ from kg_etl.errors import GraphError
 from kg_etl.graph import statements as st
 from kg_etl.graph.statements import Statement
 
-__all__ = ["Graph", "GraphSettings", "split_cypher"]
+__all__ = ["Graph", "GraphSettings", "split_cypher", "write_clause"]
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO_ROOT / "cypher" / "schema.cypher"
+# Full-text indexes: Neo4j only (ArcadeDB rejects CREATE FULLTEXT INDEX).
+NEO4J_SCHEMA_FILE = REPO_ROOT / "cypher" / "schema-neo4j.cypher"
+# Neo4j's own agent string is "Neo4j/" + a version with no spaces; compatible servers add a description.
+_NEO4J_AGENT = re.compile(r"Neo4j/\d[\w.+-]*")
 
 
 class GraphSettings(BaseModel):
@@ -55,32 +71,35 @@ class Graph:
     def close(self) -> None:
         self._driver.close()
 
-    def wait_ready(self, attempts: int = 6, first_delay: float = 0.5) -> None:
+    def wait_ready(self, timeout_s: float = 30.0, first_delay: float = 0.25) -> None:
         """Check the server answers a query, retrying with backoff while it is still starting.
 
         Raises:
-            GraphError: wrong credentials (at once), or unreachable after all attempts.
+            GraphError: wrong credentials (at once), or still unreachable after ``timeout_s``.
         """
+        deadline = time.monotonic() + timeout_s
         delay = first_delay
-        for attempt in range(1, attempts + 1):
+        while True:
             try:
                 self.read_rows(st.PING)
                 return
             except AuthError as e:
                 raise GraphError(
-                    f"{self.settings.uri}: authentication failed for user "
-                    f"{self.settings.username!r}; check NEO4J_USERNAME / NEO4J_PASSWORD"
+                    f"{self.settings.uri}: authentication failed for user {self.settings.username!r}; "
+                    "check NEO4J_USERNAME / NEO4J_PASSWORD"
                 ) from e
-            except GraphError:
-                if attempt == attempts:
-                    raise
+            except GraphError as e:
+                if time.monotonic() + delay > deadline:
+                    raise GraphError(
+                        f"{e} (gave up after {timeout_s:.0f} s; raise --connect-timeout to wait longer)"
+                    ) from e
                 time.sleep(delay)
-                delay *= 2
+                delay = min(delay * 2, 5.0)
 
     @contextmanager
-    def _session(self) -> Iterator[neo4j.Session]:
+    def _session(self, access_mode: str = neo4j.WRITE_ACCESS) -> Iterator[neo4j.Session]:
         try:
-            with self._driver.session(database=self.settings.database) as session:
+            with self._driver.session(database=self.settings.database, default_access_mode=access_mode) as session:
                 yield session
         except AuthError:
             raise
@@ -107,17 +126,122 @@ class Graph:
             return session.execute_read(lambda tx: [r.data() for r in tx.run(statement.text, params)])
 
     def read_query(self, text: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """A user's own query (``kg-etl query``), in a read transaction so it cannot change the graph."""
-        with self._session() as session:
-            return session.execute_read(lambda tx: [r.data() for r in tx.run(text, params or {})])
+        """A user's own query (``kg-etl query``), which must not change the graph.
 
-    def apply_schema(self, path: Path = SCHEMA_FILE) -> int:
-        """Run every statement of ``cypher/schema.cypher`` (idempotent); returns how many ran."""
+        Three guards, because ArcadeDB runs writes inside read transactions (and commits schema commands even
+        when the transaction rolls back): a query with a write clause is refused before it is sent; the rest
+        runs in a read-mode session, in a transaction that is always rolled back (a read has nothing to
+        commit); and a query the server itself reports as anything but a read (``query_type``, e.g. a
+        procedure that writes) raises instead of returning rows.
+
+        Raises:
+            GraphError: the query has a write clause, the server reports a write, or it refused the query.
+        """
+        clause = write_clause(text)
+        if clause is not None:
+            raise GraphError(
+                f"kg-etl query runs read-only queries, and this one has a {clause} clause; "
+                "change the graph with cypher-shell or Neo4j Browser instead"
+            )
+        with (
+            self._session(access_mode=neo4j.READ_ACCESS) as session,
+            session.begin_transaction() as tx,
+        ):
+            # tx.run is called in this function's own frame: the test suite tells users' queries from the
+            # project's own statements by the name of the function that sends them.
+            result = tx.run(text, params or {})
+            rows = [record.data() for record in result]
+            summary = result.consume()
+            tx.rollback()
+        if summary.query_type not in (None, "r"):
+            raise GraphError(
+                f"kg-etl query runs read-only queries, and the server reports this one as a write "
+                f"(query type {summary.query_type!r}); it was rolled back"
+            )
+        return rows
+
+    def server_agent(self) -> str:
+        """The server's Bolt agent string, e.g. ``Neo4j/5.26.0``."""
+        with self._session():
+            return str(self._driver.get_server_info().agent)
+
+    def is_neo4j(self) -> bool:
+        """True when the server is Neo4j itself, not a Bolt-compatible stand-in such as ArcadeDB.
+
+        Judged by the agent string (see the module docstring): ``dbms.components()`` cannot tell them apart.
+        """
+        return _NEO4J_AGENT.fullmatch(self.server_agent()) is not None
+
+    def apply_schema(self, path: Path = SCHEMA_FILE, neo4j_path: Path | None = NEO4J_SCHEMA_FILE) -> int:
+        """Run every statement of ``path`` and, on Neo4j only, of ``neo4j_path`` (idempotent); returns how many ran."""
         statements = split_cypher(path.read_text(encoding="utf-8"))
+        if neo4j_path is not None and self.is_neo4j():
+            statements += split_cypher(neo4j_path.read_text(encoding="utf-8"))
         with self._session() as session:
             for text in statements:
                 session.run(text).consume()
         return len(statements)
+
+
+# Clauses that change data or schema: CREATE, MERGE, [DETACH] DELETE, SET, REMOVE, FOREACH, LOAD CSV,
+# DROP/ALTER/RENAME (schema, databases, users), GRANT/DENY/REVOKE (privileges), TERMINATE (transactions).
+_WRITE_WORDS = frozenset(
+    ("create", "merge", "delete", "detach", "set", "remove", "foreach", "load", "drop", "alter", "rename", "grant",
+     "deny", "revoke", "terminate")
+)  # fmt: skip
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def write_clause(text: str) -> str | None:
+    """The first write clause keyword of a Cypher query (upper case), or None for a read-only query.
+
+    Strings, backticked names and comments are skipped, and so are words used as names: after ``.``
+    (a property), ``$`` (a parameter) or ``:`` (a label), or before ``:`` (a map key or a variable with a
+    label). A variable named like a clause keyword (``WITH 1 AS set``) is taken for the clause: backtick it.
+    """
+    code = _mask_cypher(text)
+    for match in _WORD.finditer(code):
+        word = match.group().lower()
+        if word not in _WRITE_WORDS:
+            continue
+        before = code[: match.start()].rstrip()[-1:]
+        after = code[match.end() :].lstrip()[:1]
+        if before not in (".", "$", ":") and after != ":":
+            return word.upper()
+    return None
+
+
+def _mask_cypher(source: str) -> str:
+    """``source`` with strings, backticked names and comments blanked out (same length)."""
+    out = list(source)
+    i = 0
+    while i < len(source):
+        if source.startswith("//", i):
+            end = _index_or_end(source, "\n", i)
+        elif source.startswith("/*", i):
+            end = min(_index_or_end(source, "*/", i + 2) + 2, len(source))
+        elif source[i] in "'\"`":
+            end = _closing_quote(source, i)
+        else:
+            i += 1
+            continue
+        out[i:end] = " " * (end - i)
+        i = end
+    return "".join(out)
+
+
+def _closing_quote(source: str, start: int) -> int:
+    """The index just past the quote that closes the one at ``start`` (backslash escapes, except in backticks)."""
+    quote = source[start]
+    i = start + 1
+    while i < len(source):
+        if source[i] == "\\" and quote != "`":
+            i += 2
+        elif source[i] == quote:
+            return i + 1
+        else:
+            i += 1
+    return len(source)
 
 
 def split_cypher(source: str) -> list[str]:

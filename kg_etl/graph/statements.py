@@ -7,7 +7,7 @@ suite check every statement with Neo4j's own Cypher front-end (undeclared parame
 The graph model (see README and cypher/schema.cypher):
 
     (:Document)-[:HAS_CHUNK]->(:Chunk)-[:NEXT_CHUNK]->(:Chunk)
-    (:Fact)-[:FROM_CHUNK]->(:Chunk)          (:Fact)-[:MENTIONS]->(:Entity)-[:MENTIONED_IN]->(:Chunk)
+    (:Fact)-[:FROM_CHUNK]->(:Chunk)    (:Fact)-[:MENTIONS]->(:Entity)-[:MENTIONED_IN {aliases}]->(:Chunk)
     (:Entity)-[:RELATED {predicate, fact_id, doc_id}]->(:Entity)
     (:Chunk)-[:HAS_TOPIC {importance}]->(:Topic)-[:SUBTOPIC_OF]->(:Topic)
     (:Chunk)-[:IN_CATEGORY]->(:Category)<-[:IN_CATEGORY {share}]-(:Document)
@@ -21,7 +21,43 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ALL", "Statement"]
+__all__ = ["ALL", "LABELS", "PROPERTY_KEYS", "RELATIONSHIP_TYPES", "Statement"]
+
+# The model's whole vocabulary. The Cypher checker is given it, so a statement or a Browser query that names
+# anything else (a misspelt label, type or property) fails the tests; the query tests check that an ingested
+# graph uses nothing outside it. Relationship types are fixed: an extracted predicate is a property of
+# RELATED, never a type of its own, so the number of types cannot grow with the documents.
+LABELS = ("Document", "Chunk", "Fact", "Entity", "Topic", "Category", "Keyword", "Summary", "Question")
+RELATIONSHIP_TYPES = (
+    "HAS_CHUNK", "NEXT_CHUNK", "FROM_CHUNK", "MENTIONS", "MENTIONED_IN", "RELATED", "HAS_TOPIC", "SUBTOPIC_OF",
+    "IN_CATEGORY", "HAS_KEYWORD", "SUMMARIZES",
+)  # fmt: skip
+_CITATION = ("doc_id", "chunk_id", "page_start", "page_end", "model")
+PROPERTY_KEYS: dict[str, tuple[str, ...]] = {
+    "Document": (
+        "id", "path", "name", "n_pages", "title", "author", "created", "modified", "status", "reason", "n_chunks",
+        "owner", "heartbeat", "batches_done", "finished_at",
+    ),
+    "Chunk": (
+        "id", "doc_id", "index", "text", "page_start", "page_end", "char_start", "char_end", "n_tokens",
+        "overlap_chars", "status", "failed_extractors", "failure_errors", "failure_raw",
+    ),
+    "Fact": ("id", "text", "subject", "predicate", "object", *_CITATION),
+    "Entity": ("id", "name", "type", "aliases"),
+    "Topic": ("id", "name", "path", "level"),
+    "Category": ("id", "name"),
+    "Keyword": ("id", "name"),
+    "Summary": ("id", "text", "kind", *_CITATION),
+    "Question": (
+        "id", "question", "answer", "evidence", "verdict", "score", "judgement", "model_answer", "evidence_found",
+        "evidence_score", "answer_overlap", *_CITATION,
+    ),
+    "MENTIONED_IN": ("aliases",),
+    "RELATED": ("predicate", "fact_id", "doc_id"),
+    "HAS_TOPIC": ("importance",),
+    "IN_CATEGORY": ("share",),
+    "HAS_KEYWORD": ("relevance",),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,47 @@ MERGE (d:Document {id: $id})
 SET d += $props
 """,
     {"id": "d1", "props": _DOC_PROPS},
+)
+
+CLAIM_DOCUMENT = Statement(
+    "claim_document",
+    """
+MERGE (d:Document {id: $id})
+ON CREATE SET d.status = 'pending'
+WITH d
+WHERE d.status <> 'done' AND (d.owner IS NULL OR d.owner = $owner OR d.owner IN $stale_owners
+      OR d.heartbeat < $stale_before)
+SET d.owner = $owner, d.heartbeat = $now, d.status = 'processing'
+RETURN d.id AS id
+""",
+    {"id": "d1", "owner": "host:1:1", "stale_owners": [], "stale_before": 0, "now": 1},
+)
+
+CLAIM_OWNER = Statement(
+    "claim_owner",
+    """
+MATCH (d:Document {id: $id})
+RETURN d.owner AS owner, d.status AS status
+""",
+    {"id": "d1"},
+)
+
+HEARTBEAT = Statement(
+    "heartbeat",
+    """
+MATCH (d:Document {id: $id, owner: $owner})
+SET d.heartbeat = $now, d.batches_done = coalesce(d.batches_done, 0) + 1
+""",
+    {"id": "d1", "owner": "host:1:1", "now": 1},
+)
+
+RELEASE_DOCUMENT = Statement(
+    "release_document",
+    """
+MATCH (d:Document {id: $id, owner: $owner})
+REMOVE d.owner
+""",
+    {"id": "d1", "owner": "host:1:1"},
 )
 
 GET_DOCUMENT = Statement(
@@ -187,7 +264,9 @@ MATCH (c:Chunk {id: row.chunk_id})
 MERGE (e:Entity {id: row.id})
 ON CREATE SET e.name = row.name, e.type = row.type, e.aliases = [row.alias]
 ON MATCH SET e.aliases = CASE WHEN row.alias IN e.aliases THEN e.aliases ELSE e.aliases + row.alias END
-MERGE (e)-[:MENTIONED_IN]->(c)
+MERGE (e)-[m:MENTIONED_IN]->(c)
+ON CREATE SET m.aliases = [row.alias]
+ON MATCH SET m.aliases = CASE WHEN row.alias IN m.aliases THEN m.aliases ELSE m.aliases + row.alias END
 """,
     {"rows": [_ENTITY_ROW]},
 )
@@ -378,6 +457,18 @@ DETACH DELETE g
     {"ids": ["g1"]},
 )
 
+REFRESH_ENTITY_ALIASES = Statement(
+    "refresh_entity_aliases",
+    """
+UNWIND $ids AS id
+MATCH (e:Entity {id: id})-[m:MENTIONED_IN]->(:Chunk)
+UNWIND coalesce(m.aliases, []) AS alias
+WITH e, collect(DISTINCT alias) AS aliases
+SET e.aliases = aliases, e.name = CASE WHEN e.name IN aliases THEN e.name ELSE aliases[0] END
+""",
+    {"ids": ["e1"]},
+)
+
 # -- reading back --------------------------------------------------------------------------------------------
 
 EXPORT_FACTS = Statement(
@@ -392,6 +483,112 @@ ORDER BY f.id
 LIMIT $limit
 """,
     {"after": "", "limit": 1000},
+)
+
+# Export: documents in (path, id) order, then each document's chunks in (index, id) order, a page of chunks at
+# a time with what hangs off each one. Keyset paging on those keys keeps every page O(page) to transfer and the
+# order total, so two exports of one graph are identical; scoping pages to one document keeps the sort that
+# the server does per page to that document's chunks, not the whole graph.
+
+_CHUNK_PAGE = {"doc_id": "d1", "index": -1, "chunk_id": "", "limit": 250}
+
+EXPORT_DOCUMENTS = Statement(
+    "export_documents",
+    """
+MATCH (d:Document)
+WHERE ($ids IS NULL OR d.id IN $ids) AND (d.path > $path OR (d.path = $path AND d.id > $id))
+RETURN d.id AS id, d.path AS path, d.name AS name, d.title AS title, d.n_pages AS n_pages
+ORDER BY d.path, d.id
+LIMIT $limit
+""",
+    {"ids": None, "path": "", "id": "", "limit": 100},
+)
+
+EXPORT_QA_CHUNKS = Statement(
+    "export_qa_chunks",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
+WHERE c.index > $index OR (c.index = $index AND c.id > $chunk_id)
+WITH c
+ORDER BY c.index, c.id
+LIMIT $limit
+RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
+       [(c)<-[:FROM_CHUNK]-(q:Question) | q {.id, .question, .answer, .evidence, .verdict, .score, .judgement,
+        .model_answer, .evidence_found, .evidence_score, .answer_overlap, .model}] AS items
+ORDER BY chunk_index, chunk_id
+""",
+    _CHUNK_PAGE,
+)
+
+EXPORT_FACT_CHUNKS = Statement(
+    "export_fact_chunks",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
+WHERE c.index > $index OR (c.index = $index AND c.id > $chunk_id)
+WITH c
+ORDER BY c.index, c.id
+LIMIT $limit
+RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
+       [(c)<-[:FROM_CHUNK]-(f:Fact) | f {.id, .text, .subject, .predicate, .object, .model}] AS items
+ORDER BY chunk_index, chunk_id
+""",
+    _CHUNK_PAGE,
+)
+
+EXPORT_TOPIC_CHUNKS = Statement(
+    "export_topic_chunks",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
+WHERE c.index > $index OR (c.index = $index AND c.id > $chunk_id)
+WITH c
+ORDER BY c.index, c.id
+LIMIT $limit
+RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
+       [(c)-[r:HAS_TOPIC]->(t:Topic) | {id: t.id, name: t.name, path: t.path, level: t.level,
+        importance: r.importance}] AS items
+ORDER BY chunk_index, chunk_id
+""",
+    _CHUNK_PAGE,
+)
+
+EXPORT_KEYWORD_CHUNKS = Statement(
+    "export_keyword_chunks",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
+WHERE c.index > $index OR (c.index = $index AND c.id > $chunk_id)
+WITH c
+ORDER BY c.index, c.id
+LIMIT $limit
+RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
+       [(c)-[r:HAS_KEYWORD]->(k:Keyword) | {id: k.id, name: k.name, relevance: r.relevance}] AS items
+ORDER BY chunk_index, chunk_id
+""",
+    _CHUNK_PAGE,
+)
+
+EXPORT_SUMMARY_CHUNKS = Statement(
+    "export_summary_chunks",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
+WHERE c.index > $index OR (c.index = $index AND c.id > $chunk_id)
+WITH c
+ORDER BY c.index, c.id
+LIMIT $limit
+RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
+       [(c)<-[:SUMMARIZES]-(s:Summary) | s {.id, .text, .model}] AS items
+ORDER BY chunk_index, chunk_id
+""",
+    _CHUNK_PAGE,
+)
+
+EXPORT_DOCUMENT_SUMMARIES = Statement(
+    "export_document_summaries",
+    """
+MATCH (:Document {id: $doc_id})<-[:SUMMARIZES]-(s:Summary)
+RETURN s.id AS id, s.text AS text, s.model AS model
+ORDER BY s.id
+""",
+    {"doc_id": "d1"},
 )
 
 COUNT_LABELS = Statement(
@@ -413,41 +610,5 @@ ORDER BY type
 """,
 )
 
-ALL: dict[str, Statement] = {
-    s.name: s
-    for s in (
-        PING,
-        UPSERT_DOCUMENT,
-        GET_DOCUMENT,
-        FIND_DOCUMENTS,
-        OTHER_VERSIONS,
-        DONE_CHUNK_IDS,
-        CHUNK_SUMMARIES,
-        CHUNK_CATEGORIES,
-        WRITE_DOCUMENT_SUMMARY,
-        WRITE_DOCUMENT_CATEGORIES,
-        WRITE_CHUNKS,
-        LINK_CHUNKS,
-        WRITE_FACTS,
-        WRITE_ENTITIES,
-        WRITE_RELATIONS,
-        WRITE_TOPICS,
-        LINK_TOPICS,
-        CHUNK_TOPICS,
-        WRITE_CATEGORIES,
-        WRITE_KEYWORDS,
-        WRITE_SUMMARIES,
-        WRITE_QUESTIONS,
-        SHARED_NODES_OF_DOCUMENT,
-        DELETE_DOCUMENT_RELATIONS,
-        DELETE_DOCUMENT_OWNED,
-        DELETE_DOCUMENT,
-        DELETE_ORPHAN_ENTITIES,
-        DELETE_ORPHAN_TOPICS,
-        DELETE_ORPHAN_KEYWORDS,
-        DELETE_ORPHAN_CATEGORIES,
-        EXPORT_FACTS,
-        COUNT_LABELS,
-        COUNT_RELATIONSHIPS,
-    )
-}
+# Every statement above, by name: built from the module so none can be forgotten.
+ALL: dict[str, Statement] = {s.name: s for s in list(globals().values()) if isinstance(s, Statement)}

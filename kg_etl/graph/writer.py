@@ -7,12 +7,15 @@ batches behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import neo4j
 from pydantic import BaseModel
 
+from kg_etl.errors import GraphError
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.categories import document_categories
 from kg_etl.extract.facts import Facts
@@ -55,6 +58,41 @@ class GraphWriter:
         props = meta.model_dump(exclude={"id"}) | {"status": status, "reason": reason} | extra
         self.graph.run(st.UPSERT_DOCUMENT, id=meta.id, props=props)
 
+    def claim(self, meta: DocumentMeta, owner: str, stale: Callable[[str], bool]) -> bool:
+        """Take a document for this process, unless it is done or another live process holds it.
+
+        Two ingests on one folder each claim documents in a transaction, so no document is processed twice
+        at once. A claim whose owner is gone (``stale(owner)``, e.g. a killed process on this host) or whose
+        heartbeat is older than ``CLAIM_TIMEOUT_S`` is taken over.
+        """
+
+        def work(tx: neo4j.ManagedTransaction) -> bool:
+            current = tx.run(st.CLAIM_OWNER.text, id=meta.id).single()
+            holder = current["owner"] if current is not None else None
+            now = time.time()
+            claimed = tx.run(
+                st.CLAIM_DOCUMENT.text,
+                id=meta.id,
+                owner=owner,
+                now=now,
+                stale_owners=[holder] if holder and holder != owner and stale(holder) else [],
+                stale_before=now - CLAIM_TIMEOUT_S,
+            ).single()
+            if claimed is not None:
+                props = meta.model_dump(exclude={"id"}) | {"status": DocStatus.PROCESSING, "reason": None}
+                tx.run(st.UPSERT_DOCUMENT.text, id=meta.id, props=props).consume()
+            return claimed is not None
+
+        try:
+            return self.graph.write(work)
+        except GraphError:
+            # Two processes creating the same Document at once: the loser breaks the uniqueness constraint.
+            # Asking again sees the winner's claim.
+            return self.graph.write(work)
+
+    def release(self, doc_id: str, owner: str) -> None:
+        self.graph.run(st.RELEASE_DOCUMENT, id=doc_id, owner=owner)
+
     def done_chunk_ids(self, doc_id: str) -> set[str]:
         return {str(r["id"]) for r in self.graph.read_rows(st.DONE_CHUNK_IDS, doc_id=doc_id)}
 
@@ -94,6 +132,8 @@ class GraphWriter:
             if shared is None:
                 return
             tx.run(st.DELETE_ORPHAN_ENTITIES.text, ids=shared["entities"]).consume()
+            # A surface form that only the removed document used is no longer an alias.
+            tx.run(st.REFRESH_ENTITY_ALIASES.text, ids=shared["entities"]).consume()
             tx.run(st.DELETE_ORPHAN_KEYWORDS.text, ids=shared["keywords"]).consume()
             tx.run(st.DELETE_ORPHAN_CATEGORIES.text, ids=shared["categories"]).consume()
             # A topic is only an orphan once its subtopics are gone: one sweep per possible path level.
@@ -104,19 +144,28 @@ class GraphWriter:
 
     # -- batches ------------------------------------------------------------------------------------------
 
-    def write_batch(self, batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str) -> None:
-        """One batch in one transaction: its chunks, their links and their extractions, or nothing."""
+    def write_batch(
+        self, batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str, owner: str | None = None
+    ) -> None:
+        """One batch in one transaction: its chunks, their links and their extractions, or nothing.
+
+        With ``owner``, the document's claim heartbeat and batch count move in the same transaction.
+        """
         rows = batch_rows(batch, prev_chunk_id, model)
 
         def work(tx: neo4j.ManagedTransaction) -> None:
             for statement, statement_rows in rows:
                 if statement_rows:
                     tx.run(statement.text, rows=statement_rows).consume()
+            if owner is not None and batch:
+                tx.run(st.HEARTBEAT.text, id=batch[0].chunk.doc_id, owner=owner, now=time.time()).consume()
 
         self.graph.write(work)
 
 
 _MAX_TOPIC_DEPTH = 4  # TopicPath.nodes max_length
+# A claim not renewed for this long is abandoned: a batch of ten chunks on a slow CPU can take ~10 minutes.
+CLAIM_TIMEOUT_S = 30 * 60
 
 
 def batch_rows(
@@ -180,19 +229,21 @@ def _fact_rows(batch: Sequence[ChunkExtraction], model: str) -> tuple[list[Row],
     entities: list[Row] = []
     relations: list[Row] = []
     found = [(chunk, result) for chunk, result in _results(batch, "facts", Facts)]
-    named = [(t.subject, t.subject_type) for _, r in found for f in r.facts if (t := f.triple)]
-    named += [(t.object, t.object_type) for _, r in found for f in r.facts if (t := f.triple)]
+    named = [(_clean(t.subject), t.subject_type) for _, r in found for f in r.facts if (t := f.triple)]
+    named += [(_clean(t.object), t.object_type) for _, r in found for f in r.facts if (t := f.triple)]
     acronyms = resolve_acronyms(named)
+    # An entity is named after its most frequent surface form in the batch (ties: the first), so that
+    # "the WHO's" or "WORLD HEALTH ORGANIZATION" seen once does not name it; an acronym's entity is named
+    # after its full name. The name is set when the entity is created: later batches add aliases only.
+    forms: dict[tuple[str, str], Counter[str]] = {}
+    for name, kind in named:
+        forms.setdefault((kind, name_key(name)), Counter())[name] += 1
 
-    def entity(chunk: Chunk, name: str, kind: str) -> str:
-        key = acronyms.get((kind, name_key(name)), name)
-        row = {
-            "id": entity_id(key, kind),
-            "chunk_id": chunk.id,
-            "name": name if key == name else key,
-            "type": kind,
-            "alias": name,
-        }
+    def entity(chunk: Chunk, raw: str, kind: str) -> str:
+        name = _clean(raw)
+        key = name_key(name)
+        canonical = forms[(kind, acronyms.get((kind, key), key))].most_common(1)[0][0]
+        row = {"id": entity_id(canonical, kind), "chunk_id": chunk.id, "name": canonical, "type": kind, "alias": name}
         entities.append(row)
         return str(row["id"])
 
@@ -218,6 +269,11 @@ def _fact_rows(batch: Sequence[ChunkExtraction], model: str) -> tuple[list[Row],
                     }
                 )
     return facts, entities, relations
+
+
+def _clean(name: str) -> str:
+    """A name as stored (display name, alias): its words joined by single spaces."""
+    return " ".join(name.split())
 
 
 def _topic_rows(batch: Sequence[ChunkExtraction]) -> tuple[list[Row], list[Row], list[Row]]:

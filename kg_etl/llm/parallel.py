@@ -15,9 +15,12 @@ one token. Decoding N sequences per step reads the weights once for N tokens, wh
   decode copies it; the attention part copies the holder's whole KV stream (each sequence has its own stream,
   ``kv_unified=False``), which costs a memcpy of the per-sequence KV buffer per request;
 - each sequence has its own sampler chain, built exactly like llama-cpp-python 0.3.36's
-  ``Llama._init_sampler`` and seeded with ``sampling.seed`` like ``LocalModel.complete`` reseeds each call,
-  so the same request gives the same reply on both paths (bit-identical logits permitting: greedy replies
-  match on the CPU build);
+  ``Llama._init_sampler`` and seeded with ``sampling.seed`` as ``LocalModel.complete`` reseeds each call,
+  so equal logits give equal replies, greedy or sampled. Logits are equal for Q8_0 weights (the test model);
+  K-quant kernels change the last bits with the batch shape, so replies may part after a near tie. The
+  chains run on a thread pool: a grammar sampler checks the whole vocabulary for every token;
+- prompt and generation tokens go in separate decodes: llama.cpp splits a batch for LFM2's recurrent
+  layers into equal-length sequence groups, so mixing them would not save a pass over the weights;
 - the stopping rules are llama-cpp-python's: "stop" when an end-of-generation token is sampled (it is not
   part of the text nor counted), "length" at ``max_tokens`` unless the text ends inside a UTF-8 character,
   which it finishes first.
@@ -34,8 +37,11 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from kg_etl.errors import ModelError
 from kg_etl.llm.grammar import GrammarError
@@ -47,6 +53,8 @@ __all__ = ["ParallelDecoder"]
 # chunks as on the sequential path.
 _N_BATCH = 512
 _PIECE_BYTES = 64
+# llama_token_data: the candidate array a sampler chain works on.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,13 @@ class ParallelDecoder:
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self._batch: Any = llama_cpp.llama_batch_init(_N_BATCH, 0, 1)
         self._piece = ctypes.create_string_buffer(_PIECE_BYTES)
-        self._chains: set[int] = set()
+        self._chains: dict[int, Any] = {}  # every live sampler chain, by address, so none outlives a call
+        # A grammar sampler checks every vocabulary entry (several ms a token for a 65k vocabulary) and
+        # llama.cpp runs it outside the GIL: the slots' samplers share a thread pool while the decoder idles.
+        threads = min(n_parallel, max(1, int(params.n_threads_batch)))
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kg-etl-sample") if threads > 1 else None
+        self._ids = np.arange(self._n_vocab, dtype=np.int32)
+        self._candidates = [np.zeros(self._n_vocab, dtype=_TOKEN_DATA) for _ in range(n_parallel)]
         self._closed = False
         # The context must be freed before the model: llama-cpp-python frees its own context the same way.
         ref = weakref.ref(self)
@@ -150,9 +164,10 @@ class ParallelDecoder:
         if self._closed:
             return
         self._closed = True
-        for address in self._chains:
-            llama_cpp.llama_sampler_free(_as_sampler(address))
-        self._chains.clear()
+        for chain in list(self._chains.values()):
+            self._free_chain(chain)
+        if self._pool is not None:
+            self._pool.shutdown()
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
 
@@ -186,17 +201,18 @@ class ParallelDecoder:
         return out
 
     def _prompt(self, request: GenRequest) -> _Prompt:
-        prompt = _Prompt(
-            tuple(self._model.tokenize(request.prefix)), tuple(self._model.tokenize(request.suffix)), request.max_tokens
-        )
-        n = len(prompt.prefix) + len(prompt.suffix)
+        prefix, suffix = self._model.tokenize(request.prefix), self._model.tokenize(request.suffix)
+        n = len(prefix) + len(suffix)
+        if n == 0:
+            raise ModelError("a request has an empty prompt (prefix and suffix): there is nothing to continue")
         if n + request.max_tokens > self.n_ctx_per_seq:
             raise ModelError(
-                f"prompt of {n} tokens + reply of {request.max_tokens} exceeds the "
-                f"{self.n_ctx_per_seq}-token context per sequence; use smaller chunks or a larger "
-                "n_ctx_per_seq"
+                f"prompt of {n} tokens + reply of {request.max_tokens} exceeds the {self.n_ctx_per_seq}-token "
+                "context per sequence; use smaller chunks or a larger n_ctx_per_seq"
             )
-        return prompt
+        # max_tokens <= 0 means "up to the context", as in llama-cpp-python.
+        max_tokens = request.max_tokens if request.max_tokens > 0 else self.n_ctx_per_seq - n
+        return _Prompt(tuple(prefix), tuple(suffix), max_tokens)
 
     def _run(self, prompts: list[_Prompt], requests: Sequence[GenRequest], s: Sampling, done: dict[int, _Slot]) -> None:
         # Grouped by prefix, first appearance first: the holder then changes only between groups.
@@ -281,9 +297,32 @@ class ParallelDecoder:
                 f"llama_decode failed with status {status} on a batch of {len(entries)} tokens "
                 "(1: no room in the KV cache; lower n_parallel or raise n_ctx_per_seq)"
             )
-        for k, e in enumerate(entries):
-            if e.slot is not None:
-                self._accept(e.slot, int(llama_cpp.llama_sampler_sample(e.slot.chain, self._ctx, k)))
+        picks = [(e.slot, llama_cpp.llama_get_logits_ith(self._ctx, k)) for k, e in enumerate(entries) if e.slot]
+        if self._pool is not None and len(picks) > 1:
+            tokens = list(self._pool.map(lambda pick: self._sample(*pick), picks))
+        else:
+            tokens = [self._sample(slot, logits) for slot, logits in picks]
+        for (slot, _), token in zip(picks, tokens, strict=True):
+            self._accept(slot, token)
+
+    def _sample(self, slot: _Slot, logits: Any) -> int:
+        """``llama_sampler_sample`` spelled out, so that it can run on any thread: apply, pick, accept."""
+        import llama_cpp
+
+        if not logits:
+            raise ModelError(f"llama.cpp returned no logits for sequence {slot.seq_id}")
+        candidates = self._candidates[slot.seq_id]
+        candidates["id"] = self._ids
+        candidates["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        candidates["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(candidates.ctypes.data_as(llama_cpp.llama_token_data_p),
+                                                 self._n_vocab, -1, False)
+        llama_cpp.llama_sampler_apply(slot.chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise ModelError(f"the sampler chain selected no token (index {array.selected} of {array.size})")
+        token = int(array.data[array.selected].id)
+        llama_cpp.llama_sampler_accept(slot.chain, token)
+        return token
 
     def _accept(self, slot: _Slot, token: int) -> None:
         """Record a sampled token and decide, as llama-cpp-python's completion loop does, whether to stop."""
@@ -324,7 +363,7 @@ class ParallelDecoder:
         import llama_cpp
 
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        self._chains.add(ctypes.addressof(chain.contents))
+        self._chains[ctypes.addressof(chain.contents)] = chain
 
         def add(sampler: Any) -> None:
             llama_cpp.llama_sampler_chain_add(chain, sampler)  # the chain owns it from here
@@ -354,7 +393,7 @@ class ParallelDecoder:
     def _free_chain(self, chain: Any) -> None:
         import llama_cpp
 
-        self._chains.discard(ctypes.addressof(chain.contents))
+        del self._chains[ctypes.addressof(chain.contents)]
         llama_cpp.llama_sampler_free(chain)  # frees the samplers it holds too
 
     def _retire(self, slot: _Slot) -> _Slot:
@@ -369,8 +408,8 @@ class ParallelDecoder:
         """Free what a call leaves (chains of slots an error interrupted) and empty the memory."""
         import llama_cpp
 
-        for address in list(self._chains):
-            self._free_chain(_as_sampler(address))
+        for chain in list(self._chains.values()):
+            self._free_chain(chain)
         llama_cpp.llama_memory_clear(self._mem, True)
 
     def _completion(self, slot: _Slot, seconds: float) -> Completion:
@@ -382,12 +421,6 @@ class ParallelDecoder:
             completion_tokens=len(slot.generated),
             seconds=seconds,
         )
-
-
-def _as_sampler(address: int) -> Any:
-    import llama_cpp
-
-    return ctypes.cast(ctypes.c_void_p(address), llama_cpp.llama_sampler_p_ctypes)
 
 
 def _close_if_alive(ref: weakref.ref[ParallelDecoder]) -> None:

@@ -12,6 +12,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ __all__ = [
     "Prefix",
     "Sampling",
     "gpu_offload_supported",
+    "peak_rss_mb",
+    "vram_used_mb",
 ]
 
 CUDA_BUILD_HINT = (
@@ -131,6 +134,51 @@ def _route_llama_logs() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def vram_used_mb() -> float | None:
+    """GPU memory this process holds now, in MiB, best effort: None on a CPU build or where it cannot be seen.
+
+    It is the current figure, not a peak: read it while the model is loaded (``close()`` frees it). It counts
+    the CUDA context too (~0.5 GiB on an H200). Read from ``nvidia-smi`` (NVIDIA only); a container that
+    cannot see its own process there gives None rather than a guess.
+    """
+    if not gpu_offload_supported():
+        return None
+    return _process_vram_mb(os.getpid())
+
+
+def _process_vram_mb(pid: int) -> float | None:
+    """The GPU memory ``nvidia-smi`` lists for ``pid`` over all GPUs, or None if it lists none."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # used_memory reads "[N/A]" where the driver cannot attribute memory (MIG, WDDM): no figure then.
+    rows = (line.partition(",") for line in out.splitlines())
+    used = [float(mib) for p, _, mib in rows if p.strip() == str(pid) and mib.strip().isdigit()]
+    return round(sum(used), 1) if used else None
+
+
 def gpu_offload_supported() -> bool:
     """Whether this llama-cpp-python build can offload layers to a GPU (a CPU build cannot)."""
     import llama_cpp
@@ -158,8 +206,6 @@ class LocalModel:
         n_threads: int | None = None,
         sampling: Sampling | None = None,
     ) -> None:
-        import os
-
         import llama_cpp
 
         if require_gpu and not gpu_offload_supported():
@@ -174,8 +220,9 @@ class LocalModel:
         # All cores for both prompt and generation: llama-cpp-python's default uses half for generation.
         # On a shared machine fewer can be much faster (threads spin-wait on each other): --threads.
         threads = n_threads or os.cpu_count() or 1
+        self._closed = False
         try:
-            self._llm: Any = llama_cpp.Llama(
+            self._handle: Any = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
                 n_gpu_layers=n_gpu_layers,
@@ -189,8 +236,11 @@ class LocalModel:
                 f"{path}: llama.cpp cannot load this model ({e}); check the file is a complete "
                 "GGUF (`kg-etl models pull` re-downloads it)"
             ) from e
-        self._formatter = self._chat_formatter()
-        self._closed = False
+        try:
+            self._formatter = self._chat_formatter()
+        except ModelError:
+            self.close()
+            raise
         self._evals: list[int] = []
         self._wrap_eval()
 
@@ -216,12 +266,19 @@ class LocalModel:
     def close(self) -> None:
         """Free the model and its context now (VRAM included), not whenever the GC gets to it."""
         if not self._closed:
-            self._llm.close()
+            self._handle.close()
             self._closed = True
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def _llm(self) -> Any:
+        # llama.cpp dereferences freed pointers after close(): a use after close would segfault, not raise.
+        if self._closed:
+            raise ModelError(f"{self.path}: the model was closed; load it again (LocalModel) to generate")
+        return self._handle
 
     @property
     def llama(self) -> Any:
