@@ -501,6 +501,8 @@ def export(
                 with partial.open("w", encoding="utf-8", newline="\n") as f:
                     report = write_records(graph, f, kind, documents, qa)
                 partial.replace(target)
+            except OSError as e:  # the graph's own OSErrors arrive as GraphError, so this one is the file's
+                raise KgEtlError(f"{out_path}: cannot write it ({e.strerror or e}); check its folder and disk") from e
             finally:
                 partial.unlink(missing_ok=True)
     err.print(f"{report.written} {kind} records written to {out_path}", highlight=False, markup=False)

@@ -4,8 +4,8 @@ Records stream from the graph a page of chunks at a time (keyset paging, see ``s
 order: document path, document id, chunk index, chunk id, then the record's own key. The same graph gives the
 same file, byte for byte, and memory stays flat however large the graph is.
 
-QA export removes near-duplicate questions by default (``NearDuplicates``): a first pass over the questions'
-keys groups them, a second writes the records, skipping all but the best of each group.
+QA export removes near-duplicate questions by default (``NearDuplicates``): the graph is read once, the lines go
+to an unnamed temporary file while the groups form, then to the output without all but the best of each group.
 """
 
 from __future__ import annotations
@@ -172,13 +172,12 @@ def _cite(doc: Row, chunk: Row | None) -> Row:
 
 
 def _qa_record(doc: Row, chunk: Row, item: Row) -> QARecord:
+    # Versions are stored on each pair when written; older graphs without them get the current ones.
+    item = dict(item)
     validated = item["verdict"] in ("valid", "invalid")
-    return QARecord(
-        **_cite(doc, chunk),
-        **item,
-        qa_version=QA.version,
-        validate_version=VALIDATE.version if validated else None,
-    )
+    qa_version = item.pop("qa_version", None) or QA.version
+    validate_version = item.pop("validate_version", None) or (VALIDATE.version if validated else None)
+    return QARecord(**_cite(doc, chunk), **item, qa_version=qa_version, validate_version=validate_version)
 
 
 def _fact_record(doc: Row, chunk: Row, item: Row) -> FactRecord:
@@ -271,6 +270,7 @@ def _items(
 
 
 def _kind(kind: str) -> Kind:
+    """``kind`` as a Kind, or a ConfigError that lists the kinds."""
     for known in KINDS:
         if kind == known:
             return known
@@ -451,7 +451,7 @@ def _stem(word: str) -> str:
 
 
 def question_key(question: str) -> tuple[str, ...]:
-    """The near-duplicate key: the question's content words (function words dropped, plurals singular), sorted."""
+    """The near-duplicate key: the question's content words (function words dropped, stemmed), sorted, once each."""
     return tuple(sorted({_stem(w) for w in question_words(question) if w not in _FUNCTION_WORDS}))
 
 
@@ -470,7 +470,7 @@ class NearDuplicates:
     """Groups near-duplicate questions in one streaming pass, with bounded work per question.
 
     ``add`` each question in export order with its rank; ``dropped()`` then gives the positions of all but the
-    best of each group (highest rank, then earliest). Equal keys meet in a dict. Similar keys meet through
+    best of each group (highest rank, then earliest). Equal keys meet in a hash table. Similar keys meet through
     prefix filtering: with words in one global order, two sets with Jaccard >= t share a word among their first
     ``n - ceil(t n) + 1`` (Chaudhuri et al. 2006), so a question is compared only with questions that share one
     of its first 1..3 words, and only with the latest ``bucket_cap`` of those: O(1) per question. A 64-bit word

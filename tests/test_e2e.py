@@ -105,7 +105,7 @@ def test_ingest_writes_cited_graph_and_reingest_changes_nothing(
     assert (_counts(graph), _ids(graph)) == (before_counts, before_ids)
 
     out = tmp_path / "facts.jsonl"
-    result = CliRunner().invoke(cli, ["export", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["export", "--kind", "facts", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     records_out = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(records_out) == counts.get("Fact", 0)

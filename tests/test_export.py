@@ -502,6 +502,14 @@ def test_cli_export_errors_are_one_line_and_leave_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_export_to_a_missing_folder_is_a_one_line_error(
+    graph_env: GraphConn, kg: Graph, corpus: dict[str, DocumentMeta], tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "missing" / "qa.jsonl")])
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert "cannot write it" in result.stderr and "Traceback" not in result.output
+
+
 def test_cli_choices_match_the_library() -> None:
     command = cli.commands["export"]
     choices = {p.name: list(getattr(p.type, "choices", [])) for p in command.params}

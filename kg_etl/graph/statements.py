@@ -514,7 +514,8 @@ ORDER BY c.index, c.id
 LIMIT $limit
 RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
        [(c)<-[:FROM_CHUNK]-(q:Question) | q {.id, .question, .answer, .evidence, .verdict, .score, .judgement,
-        .model_answer, .evidence_found, .evidence_score, .answer_overlap, .model}] AS items
+        .model_answer, .evidence_found, .evidence_score, .answer_overlap, .model, .qa_version,
+        .validate_version}] AS items
 ORDER BY chunk_index, chunk_id
 """,
     _CHUNK_PAGE,

@@ -18,12 +18,13 @@ from pydantic import BaseModel
 from kg_etl.errors import GraphError
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.categories import document_categories
-from kg_etl.extract.facts import Facts
+from kg_etl.extract.facts import FACTS, Facts
 from kg_etl.extract.keywords import Keywords
-from kg_etl.extract.qa import QAPairs
+from kg_etl.extract.qa import QA, QAPairs
 from kg_etl.extract.run import Validations
-from kg_etl.extract.summary import Summary
+from kg_etl.extract.summary import SUMMARY, Summary
 from kg_etl.extract.taxonomy import Taxonomy
+from kg_etl.extract.validate import VALIDATE
 from kg_etl.graph import statements as st
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.resolve import entity_id, name_key, resolve_acronyms, term_id, topic_id
@@ -256,6 +257,7 @@ def _fact_rows(batch: Sequence[ChunkExtraction], model: str) -> tuple[list[Row],
                 "subject": t.subject if t else None,
                 "predicate": t.predicate if t else None,
                 "object": t.object if t else None,
+                "version": FACTS.version,
             }
             facts.append({"id": fact_id, "chunk_id": chunk.id, "props": props})
             if t is not None:
@@ -329,7 +331,7 @@ def _summary_rows(batch: Sequence[ChunkExtraction], model: str) -> list[Row]:
         {
             "id": content_id(chunk.id, "summary"),
             "chunk_id": chunk.id,
-            "props": _cite(chunk, model) | {"text": result.summary, "kind": "chunk"},
+            "props": _cite(chunk, model) | {"text": result.summary, "kind": "chunk", "version": SUMMARY.version},
         }
         for chunk, result in _results(batch, "summary", Summary)
     ]
@@ -346,6 +348,7 @@ def _question_rows(batch: Sequence[ChunkExtraction], model: str) -> list[Row]:
         chunk = extraction.chunk
         for pair, verdict in zip(pairs.pairs, verdicts, strict=True):
             props = _cite(chunk, model) | pair.model_dump() | {"verdict": "unvalidated", "score": None}
+            props |= {"qa_version": QA.version, "validate_version": VALIDATE.version if verdict else None}
             if verdict is not None:
                 props |= {
                     "verdict": verdict.verdict,
