@@ -193,6 +193,14 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
 )
 @click.option("--gpu", "require_gpu", is_flag=True, help="Fail unless this build can offload to a GPU.")
 @click.option(
+    "--parallel",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="KG_ETL_PARALLEL",
+    help="Sequences decoded together in one llama.cpp context (1 = one at a time) [env KG_ETL_PARALLEL].",
+)
+@click.option(
     "--threads",
     type=click.IntRange(1),
     envvar="KG_ETL_THREADS",
@@ -245,6 +253,7 @@ def ingest(
     categories: str | None,
     gpu_layers: int,
     require_gpu: bool,
+    parallel: int,
     threads: int | None,
     n_ctx: int,
     retries: int,
@@ -281,6 +290,7 @@ def ingest(
         gpu_layers=gpu_layers,
         require_gpu=require_gpu,
         threads=threads,
+        parallel=parallel,
         deterministic=deterministic,
         read_timeout=read_timeout,
         password=SecretStr(pdf_password) if pdf_password else None,

@@ -32,6 +32,7 @@ from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.llm.backend import LlamaBackend
+from kg_etl.llm.parallel import ParallelDecoder
 from kg_etl.llm.registry import resolve_model
 from kg_etl.llm.runtime import LocalModel, Sampling, peak_rss_mb
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file
@@ -174,6 +175,7 @@ class ModelSlot:
         self.settings = settings
         self.on_event = on_event
         self.model: LocalModel | None = None
+        self.engine: ParallelDecoder | None = None  # shares the model's weights; closed before it
 
     def get(self) -> LocalModel:
         if self.model is None:
@@ -193,6 +195,8 @@ class ModelSlot:
         return self.model
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
         if self.model is not None:
             self.model.close()
 
@@ -268,7 +272,12 @@ class _Run:
 
     def runner(self) -> BatchExtractor:
         if self._runner is None:
-            backend = LlamaBackend(self.slot.get())
+            model = self.slot.get()
+            engine = None
+            if self.settings.parallel > 1:
+                engine = ParallelDecoder(model, self.settings.parallel)
+                self.slot.engine = engine
+            backend = LlamaBackend(model, engine)
             self._runner = BatchExtractor(
                 backend, self.extractors, retries=self.settings.retries, cache=self.cache, validate=self.validate
             )
