@@ -7,6 +7,7 @@ line; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import signal
@@ -709,6 +710,34 @@ def _warn_pages(pages: Iterator[Any], pdf: Path, ok: Any) -> Iterator[Any]:
         if page.status != ok:
             err.print(f"{pdf} page {page.number}: {page.status.value} ({page.reason})", highlight=False, markup=False)
         yield page
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    default="bench-out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for results.json, results.md and results.png.",
+)
+@click.option("--quick", is_flag=True, help="A smaller version of every benchmark (a few minutes).")
+@click.option("--preset", default="1.2b", show_default=True, help="Shape of the random-weight model (kg_etl.testing).")
+def bench(out_dir: Path, quick: bool, preset: str) -> None:
+    """Measure every figure against its baseline in one run (needs a clone of the repository).
+
+    On a GPU machine, install llama-cpp-python with CUDA first (README, "GPU"): the LLM figures then use
+    full offload.
+    """
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "suite.py").is_file():
+        raise KgEtlError("kg-etl bench runs from a clone of the kg-etl repository (benchmarks/ is not installed)")
+    sys.path.insert(0, str(root))
+    suite: Any = importlib.import_module("benchmarks.suite")  # dev tooling, outside the typed package
+
+    results = suite.run(out_dir, quick=quick, preset=preset, log=lambda line: err.print(line, highlight=False))
+    out.print(suite.markdown(results))
+    err.print(f"written: {out_dir}/results.json, results.md, results.png", highlight=False)
 
 
 @cli.command("home")
