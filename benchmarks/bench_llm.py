@@ -14,7 +14,15 @@ evaluate:
 - naive: every extractor's full prompt from an empty context, as a fresh chat completion per extractor does
   (LFM2 cannot reuse a prefix automatically: llama.cpp cannot drop part of a hybrid model's memory).
 
-``same_replies`` counts the replies both designs produced identically (all of them, if reuse is exact).
+Chunks are cut at ~450 tokens as the real LFM2 tokenizer counts them (``approx_tokens``, the chunker's
+default): real text of a real size. The random models' made-up vocabularies split English into more tokens
+(the 1.2B-shaped one ~1.6 characters a token, the tiny one ~1.2), so the prompts cost more tokens than a real
+LFM2 pays; instructions inflate alike, so the reuse/naive ratios stay close to the real ones while absolute
+speeds are pessimistic.
+
+``same_replies`` counts the replies both designs produced identically. They can differ without a bug: the
+two designs split the prompt into different llama.cpp batches, whose float results differ in the last bits,
+and a random-weight model's near-tied logits turn that into another greedy token.
 Each chunk is timed in both designs in alternating order and, with ``repeats`` > 1, the fastest run of each
 is kept: other processes share these cores. Peak RSS is this process's (``ru_maxrss``), so it covers every
 run so far in the process.
@@ -107,6 +115,7 @@ def run(
         "extractors": len(extractors),
         "max_tokens": max_tokens,
         "chunk_chars_mean": round(sum(len(c.text) for c in chunks) / len(chunks)),
+        "chunk_tokens_lfm2_est": round(sum(c.n_tokens for c in chunks) / len(chunks)),
         "prefix_tokens_mean": round(sum(prefix) / len(prefix), 1),
         "suffix_tokens_mean": round(sum(suffix) / len(suffix), 1),
         **figures,

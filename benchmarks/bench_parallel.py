@@ -14,15 +14,18 @@ its fastest run is kept: other processes share these cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -141,33 +144,33 @@ def _measure(
         runs.setdefault("sequential", []).append(row)
         progress("sequential", row)
         for n in n_values:
-            rss = _rss()
-            with ParallelDecoder(model, n, n_ctx_per_seq=n_ctx) as decoder:
-                context_mib = (_rss() - rss) / 2**20
-                row, replies = _timed(model, lambda d=decoder: d.generate(requests))  # type: ignore[misc]
-            row |= {
-                "context_mib": round(context_mib, 1),
-                "matches": sum(a.text == b.text for a, b in zip(reference, replies, strict=True)),
-            }
+            with _LlamaLog() as log, ParallelDecoder(model, n, n_ctx_per_seq=n_ctx) as decoder:
+                memory = log.memory_mib()
+                row, replies = _timed(model, functools.partial(decoder.generate, requests))
+            row |= memory | {"matches": sum(a.text == b.text for a, b in zip(reference, replies, strict=True))}
             runs.setdefault(f"parallel_{n}", []).append(row)
             progress(f"parallel_{n}", row)
     best = {name: min(rows, key=lambda r: r["wall_s"]) for name, rows in runs.items()}
-    base = best["sequential"]["wall_s"]
-    for row in best.values():
-        row["speedup"] = round(base / row["wall_s"], 2)
+    least_cpu = {name: min(r["cpu_s"] for r in rows) for name, rows in runs.items()}
+    for name, row in best.items():
+        row["speedup"] = round(best["sequential"]["wall_s"] / row["wall_s"], 2)
+        row["cpu_speedup"] = round(least_cpu["sequential"] / least_cpu[name], 2)
     return {"results": best, "finish_reasons": _reasons(reference)}
 
 
 def _timed(model: LocalModel, call: Callable[[], list[Completion]]) -> tuple[dict[str, Any], list[Completion]]:
     before = model.stats.prompt_tokens
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     replies = call()
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     generated = sum(c.completion_tokens for c in replies)
     # Prompt tokens from the model's stats: the sequential path counts its prefixes there, not per reply.
     evaluated = model.stats.prompt_tokens - before
     return {
         "wall_s": round(wall, 2),
+        # CPU seconds of this process (all threads): steadier than wall time when other processes
+        # share the cores, and a fair measure of work with one thread (more threads also count spinning).
+        "cpu_s": round(cpu, 2),
         "generated_tokens": generated,
         "prompt_tokens_evaluated": evaluated,
         "generated_tok_s": round(generated / wall, 1),
@@ -182,9 +185,41 @@ def _reasons(replies: list[Completion]) -> dict[str, int]:
     return counts
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+class _LlamaLog(logging.Handler):
+    """Collects llama.cpp's log lines (routed to the ``kg_etl.llama`` logger) while a context is made."""
+
+    # What llama.cpp reports when it allocates a context, under the name the figures give it.
+    _SIZES: ClassVar[dict[str, re.Pattern[str]]] = {
+        "kv_mib": re.compile(r"llama_kv_cache: size = +([\d.]+) MiB"),
+        "recurrent_mib": re.compile(r"llama_memory_recurrent: size = +([\d.]+) MiB"),
+        "compute_mib": re.compile(r"compute buffer size = +([\d.]+) MiB"),
+    }
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._logger = logging.getLogger("kg_etl.llama")
+        self._level = self._logger.level
+
+    def __enter__(self) -> _LlamaLog:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def memory_mib(self) -> dict[str, float]:
+        found = {}
+        for name, pattern in self._SIZES.items():
+            sizes = [float(m.group(1)) for line in self.lines if (m := pattern.search(line))]
+            if sizes:
+                found[name] = sum(sizes)
+        return found
 
 
 def main() -> None:

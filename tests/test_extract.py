@@ -12,7 +12,7 @@ import json
 import re
 import stat
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -652,8 +652,8 @@ class Verdict(BaseModel):
 
 
 @pytest.fixture
-def chat(tiny_model: LocalModel) -> Iterator[ChatLocalLFM2]:
-    yield ChatLocalLFM2(model=tiny_model, max_tokens=16)
+def chat(tiny_model: LocalModel) -> ChatLocalLFM2:
+    return ChatLocalLFM2(model=tiny_model, max_tokens=16)
 
 
 def test_chat_invoke_returns_an_ai_message(chat: ChatLocalLFM2) -> None:
