@@ -15,6 +15,8 @@ import base64
 import json
 import os
 import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,7 +102,15 @@ def reset_database(conn: GraphConn) -> None:
     vertex types that ArcadeDB keeps for every label once used (``db.labels()`` would list them).
     """
     for command in (f"drop database {conn.database}", f"create database {conn.database}"):
-        _server_command(conn, command)
+        for attempt in range(3):
+            try:
+                _server_command(conn, command)
+                break
+            except urllib.error.HTTPError:
+                # Seen once under heavy load: a 500 on the first drop while the server was still warming up.
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
 
 
 def _server_command(conn: GraphConn, command: str) -> None:

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 CUDA_BUILD_HINT = (
-    'reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" '
+    'reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native" '
     "pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36"
 )
 
@@ -210,7 +210,7 @@ class LocalModel:
 
         if require_gpu and not gpu_offload_supported():
             raise GpuUnavailableError(
-                f"--gpu was given but this llama-cpp-python build cannot offload; {CUDA_BUILD_HINT}"
+                f"a GPU was required (--gpu) but this llama-cpp-python build cannot offload; {CUDA_BUILD_HINT}"
             )
         _route_llama_logs()
         self.path = path
