@@ -1,7 +1,8 @@
 """The LLM stage on a GPU: naive, prefix-state reuse (``LocalModel.generate``) and batched (``ParallelDecoder``).
 
 Run on a machine with a CUDA build of llama-cpp-python:
-``python benchmarks/bench_gpu.py --preset 1.2b --chunks 30 [--parallel 4 8 16 32] [--chunks-json FILE]``;
+``python benchmarks/bench_gpu.py --preset 1.2b --chunks 20 [--sequential-chunks 10] [--naive-chunks 4]
+[--parallel 32 16 8 4] [--chunks-json FILE]``;
 a CPU smoke test: ``python benchmarks/bench_gpu.py --preset tiny --chunks 4 --cpu``. A random-weight LFM2 of
 the preset's real shapes (Q4_K_M, as the official GGUF files) is written to a temporary file (deleted at the
 end): speeds and memory are real, replies are noise.
@@ -17,12 +18,14 @@ shared prefix (system prompt + chunk) ends, and its real grammar; every reply is
   context unless ``--n-ctx-per-seq`` is given), fed one pipeline batch (``IngestSettings.batch_size``
   chunks) per ``generate`` call, as ``BatchExtractor.run`` does.
 
-Chunks come from ``--chunks-json`` (written by ``--write-chunks``, for machines without the corpus or pypdf)
-or straight from the corpus PDF. Each design gets a warm-up call first (allocations, grammar parsing, CUDA
-graphs). Pages per minute = chunks/s x pages per chunk of the source documents x 60. VRAM is read with
-``nvidia-smi`` (the whole GPU's use before and after loading, and the process's own). The JSON summary is
-printed and written to ``$OUT/gpu_results.json`` (``/tmp`` without ``$OUT``) after every design, so a run cut
-short still leaves what it measured; ``--budget-s`` skips the designs that would start after that many seconds.
+The naive and sequential designs may run on the first chunks only (their per-chunk cost is steady, and
+they are the slow ones); replies are compared over the chunks both designs ran. Chunks come from
+``--chunks-json`` (written by ``--write-chunks``, for machines without the corpus or pypdf) or straight from
+the corpus PDF. Each design gets a warm-up call first (allocations, grammar parsing, CUDA graphs). Pages
+per minute = chunks/s x pages per chunk of the source documents x 60. VRAM is read with ``nvidia-smi`` (the
+whole GPU's use before and after loading, and the process's own). The JSON summary is printed and written to
+``$OUT/gpu_results.json`` (``/tmp`` without ``$OUT``) after every design, so a run cut short still leaves what
+it measured; ``--budget-s`` skips the designs that would start after that many seconds.
 """
 
 from __future__ import annotations
@@ -235,6 +238,7 @@ def run(
     cpu: bool = False,
     parallel: Sequence[int] = (4, 8, 16, 32),
     naive_chunks: int | None = None,
+    sequential_chunks: int | None = None,
     max_tokens: int = 64,
     n_ctx: int = 8192,
     n_ctx_per_seq: int | None = None,
@@ -256,6 +260,7 @@ def run(
     started = time.perf_counter()
     sources = load_chunks(n_chunks, chunks_json)
     naive_n = min(n_chunks, naive_chunks or n_chunks)
+    seq_n = min(n_chunks, sequential_chunks or n_chunks)
     batch_chunks = batch_chunks or IngestSettings().batch_size
     chosen = extractors()
     summary: dict[str, Any] = {
@@ -267,8 +272,10 @@ def run(
         "python": platform.python_version(),
         "llama_cpp_python": llama_cpp.__version__,
         "gpu_offload_supported": gpu_offload_supported(),
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
         "chunks": len(sources),
         "naive_chunks": naive_n,
+        "sequential_chunks": seq_n,
         "batch_chunks": batch_chunks,
         "extractors": [e.name for e in chosen],
         "max_tokens": max_tokens,
@@ -303,6 +310,7 @@ def run(
             )
             pages = sum(s.pages_per_chunk for s in sources)
             naive_pages = sum(s.pages_per_chunk for s in sources[:naive_n])
+            seq_pages = sum(s.pages_per_chunk for s in sources[:seq_n])
 
             def over_budget(name: str) -> bool:
                 if budget_s is not None and time.perf_counter() - started > budget_s:
@@ -317,7 +325,8 @@ def run(
 
             batches = _batches(per_chunk, batch_chunks)
             if not over_budget("sequential"):
-                row, out = _timed(model, lambda: [c for b in batches for c in model.generate(b)], len(sources), pages)
+                seq_batches = _batches(per_chunk[:seq_n], batch_chunks)
+                row, out = _timed(model, lambda: [c for b in seq_batches for c in model.generate(b)], seq_n, seq_pages)
                 results["sequential"] = row
                 replies["sequential"] = [c.text for c in out]
                 report(summary)
@@ -338,24 +347,15 @@ def run(
                 name = f"parallel_{n}"
                 if over_budget(name):
                     continue
-                t = time.perf_counter()
-                gpu_before = gpu_memory_used_mb()
-                with ParallelDecoder(model, n, n_ctx_per_seq=n_ctx_per_seq) as decoder:
-                    create_s = time.perf_counter() - t
-                    vram_ctx = gpu_memory_used_mb()
-                    decoder.generate([c.request for c in per_chunk[0]])  # warm-up
-                    row, out = _timed(
-                        model,
-                        lambda d=decoder, bs=batches: [c for b in bs for c in d.generate(b)],  # type: ignore[misc]
-                        len(sources),
-                        pages,
-                    )
-                    row["n_ctx_per_seq"] = decoder.n_ctx_per_seq
-                row["context_create_s"] = round(create_s, 2)
-                if gpu_before is not None and vram_ctx is not None:
-                    row["context_vram_mb"] = round(vram_ctx - gpu_before, 1)
+                try:
+                    row = _parallel(model, ParallelDecoder, n, n_ctx_per_seq, per_chunk, batches, pages)
+                except Exception as e:  # one configuration failing (out of memory...) must not lose the rest
+                    results[name] = {"error": f"{type(e).__name__}: {e}"}
+                    report(summary)
+                    continue
                 if "sequential" in replies:
-                    row["same_replies_as_sequential"] = _same(replies["sequential"], out)
+                    row["same_replies_as_sequential"] = _same(replies["sequential"], row.pop("_out"))
+                row.pop("_out", None)
                 results[name] = row
                 report(summary)
 
@@ -366,13 +366,40 @@ def run(
     return summary
 
 
-def _same(reference: Sequence[str], out: Sequence[Completion]) -> str:
-    """How many of ``out`` equal the reference replies (``out`` covers the first chunks of the reference)."""
-    return f"{sum(a == c.text for a, c in zip(reference, out, strict=False))}/{len(out)}"
+def _parallel(
+    model: LocalModel,
+    decoder_type: Any,
+    n: int,
+    n_ctx_per_seq: int | None,
+    per_chunk: Sequence[Sequence[_Call]],
+    batches: Sequence[Sequence[GenRequest]],
+    pages: float,
+) -> dict[str, Any]:
+    """One ``ParallelDecoder`` configuration: created, warmed up on one chunk, then timed on every batch."""
+    t = time.perf_counter()
+    gpu_before = gpu_memory_used_mb()
+    with decoder_type(model, n, n_ctx_per_seq=n_ctx_per_seq) as decoder:
+        create_s = time.perf_counter() - t
+        vram_ctx = gpu_memory_used_mb()
+        decoder.generate([c.request for c in per_chunk[0]])  # warm-up
+        row, out = _timed(model, lambda: [c for b in batches for c in decoder.generate(b)], len(per_chunk), pages)
+        row["n_ctx_per_seq"] = decoder.n_ctx_per_seq
+    row["context_create_s"] = round(create_s, 2)
+    if gpu_before is not None and vram_ctx is not None:
+        row["context_vram_mb"] = round(vram_ctx - gpu_before, 1)
+    row["_out"] = [c.text for c in out]
+    return row
+
+
+def _same(reference: Sequence[str], out: Sequence[Completion] | Sequence[str]) -> str:
+    """How many replies equal the reference's, over the chunks both designs ran (the first ones)."""
+    texts = [c if isinstance(c, str) else c.text for c in out]
+    n = min(len(reference), len(texts))
+    return f"{sum(a == b for a, b in zip(reference[:n], texts[:n], strict=True))}/{n}"
 
 
 def _ratios(summary: dict[str, Any]) -> None:
-    results = summary["results"]
+    results = {name: row for name, row in summary["results"].items() if "chunks_per_s" in row}  # not failed ones
     naive, seq = results.get("naive"), results.get("sequential")
     for name, row in results.items():
         if naive and name != "naive":
@@ -395,6 +422,7 @@ def main() -> None:
     parser.add_argument("--preset", default="1.2b", help="kg_etl.testing.PRESETS key (tiny, 350m, 1.2b, 2.6b...)")
     parser.add_argument("-n", "--chunks", type=int, default=30)
     parser.add_argument("--naive-chunks", type=int, default=None, help="chunks for the naive design (default all)")
+    parser.add_argument("--sequential-chunks", type=int, default=None, help="chunks for sequential (default all)")
     parser.add_argument("--parallel", type=int, nargs="*", default=[4, 8, 16, 32], help="n_parallel values")
     parser.add_argument("--max-tokens", type=int, default=64, help="reply budget of every extractor")
     parser.add_argument("--n-ctx", type=int, default=8192)
@@ -426,6 +454,7 @@ def main() -> None:
         cpu=args.cpu,
         parallel=args.parallel,
         naive_chunks=args.naive_chunks,
+        sequential_chunks=args.sequential_chunks,
         max_tokens=args.max_tokens,
         n_ctx=args.n_ctx,
         n_ctx_per_seq=args.n_ctx_per_seq,

@@ -232,8 +232,14 @@ def main() -> None:
     args = parser.parse_args()
     # A plain kill unwinds too, so the temporary model file (730 MB for 1.2b) is deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    figures = run(args.model, preset=args.preset, n_values=args.n, repeats=args.repeats, n_threads=args.threads,
-                  progress=lambda name, row: print(name, json.dumps(row), file=sys.stderr, flush=True))
+    figures = run(
+        args.model,
+        preset=args.preset,
+        n_values=args.n,
+        repeats=args.repeats,
+        n_threads=args.threads,
+        progress=lambda name, row: print(name, json.dumps(row), file=sys.stderr, flush=True),
+    )
     print(json.dumps(figures, indent=2))
 
 

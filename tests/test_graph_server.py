@@ -202,7 +202,7 @@ def test_busy_bolt_port_fails_and_leaves_no_jvm(tmp_path: Path) -> None:
         busy.listen()
         server = LocalGraphServer(tmp_path, bolt_port=busy.getsockname()[1])
         # Which log line gets summarised first depends on timing; both say the port is taken.
-        with pytest.raises(GraphServerError, match="Error starting plugin|Unable to listen for BOLT") as caught:
+        with pytest.raises(GraphServerError, match=r"Error starting plugin|Unable to listen for BOLT") as caught:
             server.start(timeout=60)
     assert "\n" not in str(caught.value)
     assert server.password() not in str(caught.value)

@@ -38,8 +38,7 @@ class Fact(BaseModel):
 
 GRAMMAR = schema_grammar(Fact)
 FACT_TOKENS = max_tokens_for(Fact)
-_WORDS = ("alpha", "beta", "gamma", "delta", "river", "stone", "cat", "dog", "42", "7", "é", "ü", "漢", "{", "}",
-          ":", ",", "x", "y", "z")
+_WORDS = ("alpha", "beta", "delta", "river", "stone", "cat", "dog", "42", "7", "é", "ü", "漢", "{", ":", ",", "x")
 
 
 def _text(rng: random.Random, n: int) -> str:
@@ -53,9 +52,14 @@ def _requests(n_prefixes: int, n: int, *, grammar_every: int = 2, seed: int = 0)
     out = []
     for i in range(n):
         constrained = grammar_every and i % grammar_every == 0
-        out.append(GenRequest(prefixes[i % n_prefixes],
-                              f"<|im_start|>user\n{_text(rng, 6)}<|im_end|>\n<|im_start|>assistant\n",
-                              GRAMMAR if constrained else None, FACT_TOKENS if constrained else 24))
+        out.append(
+            GenRequest(
+                prefixes[i % n_prefixes],
+                f"<|im_start|>user\n{_text(rng, 6)}<|im_end|>\n<|im_start|>assistant\n",
+                GRAMMAR if constrained else None,
+                FACT_TOKENS if constrained else 24,
+            )
+        )
     return out
 
 
@@ -166,8 +170,9 @@ def test_shared_prefix_is_evaluated_and_counted_once(tiny_model: LocalModel, dec
     before = tiny_model.stats.prompt_tokens
     replies = decoder.generate(requests)
     # The first request of each prefix carries it; the rest only evaluate their suffix.
-    assert [c.prompt_tokens for c in replies] == [s + (p if i < 2 else 0)
-                                                 for i, (p, s) in enumerate(zip(n_prefix, n_suffix, strict=True))]
+    assert [c.prompt_tokens for c in replies] == [
+        s + (p if i < 2 else 0) for i, (p, s) in enumerate(zip(n_prefix, n_suffix, strict=True))
+    ]
     assert tiny_model.stats.prompt_tokens - before == n_prefix[0] + n_prefix[1] + sum(n_suffix)
     assert tiny_model.stats.completion_tokens >= sum(c.completion_tokens for c in replies)
 

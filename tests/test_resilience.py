@@ -255,9 +255,7 @@ def test_database_still_starting_is_waited_for_then_a_clear_error(
     assert "unreachable" in output and "gave up after 3 s" in output and "Traceback" not in output
     assert time.monotonic() - started < 30
 
-    proc = start_ingest(
-        folder, tiny_model_path, os.environ | conn_env | {"KG_ETL_CONNECT_TIMEOUT": "90"}
-    )
+    proc = start_ingest(folder, tiny_model_path, os.environ | conn_env | {"KG_ETL_CONNECT_TIMEOUT": "90"})
     try:
         time.sleep(1.0)
         assert proc.poll() is None, "ingest must wait for the database"

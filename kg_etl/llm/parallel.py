@@ -1,9 +1,10 @@
 """Many sequences decoded together in one llama.cpp context: the batched counterpart of ``LocalModel.generate``.
 
 llama-cpp-python's ``Llama`` decodes one sequence at a time, so a generation step reads every weight to make
-one token. Decoding N sequences per step reads the weights once for N tokens, which is where the speed is
-(memory-bound on CPU, and far more so on a GPU). ``ParallelDecoder`` opens a second context on the model that
-``LocalModel`` already holds (the weights are shared, not copied) and drives it with llama.cpp's batch API:
+one token. Decoding N sequences per step reads the weights once for N tokens: a large gain where decoding is
+memory-bound (a GPU), a smaller one on a CPU (one core made 1.7x the tokens at 16 sequences, none at 8).
+``ParallelDecoder`` opens a second context on the model that ``LocalModel`` already holds (the weights are
+shared, not copied) and drives it with llama.cpp's batch API:
 
 - up to ``n_parallel`` sequences ("slots") are live at once; when one finishes, its slot takes the next
   request (continuous batching). Results come back in request order whatever the finishing order;
@@ -17,17 +18,17 @@ one token. Decoding N sequences per step reads the weights once for N tokens, wh
 - each sequence has its own sampler chain, built exactly like llama-cpp-python 0.3.36's
   ``Llama._init_sampler`` and seeded with ``sampling.seed`` as ``LocalModel.complete`` reseeds each call,
   so equal logits give equal replies, greedy or sampled. Logits are equal for Q8_0 weights (the test model);
-  K-quant kernels change the last bits with the batch shape, so replies may part after a near tie. The
-  chains run on a thread pool: a grammar sampler checks the whole vocabulary for every token;
+  K-quant CPU kernels change them with the batch shape (by up to 0.1 on random 350M weights), so replies can
+  part after a near tie. The chains run on a thread pool: a grammar sampler checks the whole vocabulary;
 - prompt and generation tokens go in separate decodes: llama.cpp splits a batch for LFM2's recurrent
   layers into equal-length sequence groups, so mixing them would not save a pass over the weights;
 - the stopping rules are llama-cpp-python's: "stop" when an end-of-generation token is sampled (it is not
   part of the text nor counted), "length" at ``max_tokens`` unless the text ends inside a UTF-8 character,
   which it finishes first.
 
-Memory: KV is ``(n_parallel + 1) * n_ctx_per_seq`` cells (12 KiB each for LFM2 350M-1.2B, 16 KiB for 2.6B)
-plus one recurrent state (< 0.4 MiB) per sequence; size ``n_ctx_per_seq`` to prompt + reply, not to the
-model's window.
+Memory: KV is ``(n_parallel + 1) * n_ctx_per_seq`` cells (12 KiB each for LFM2 350M-1.2B, 16 KiB for 2.6B;
+``n_ctx_per_seq`` rounds up to a multiple of 256) plus a recurrent state per sequence (0.16 MiB for 1.2B) and
+a 768 KiB candidate buffer per slot: size ``n_ctx_per_seq`` to prompt + reply, not to the model's window.
 """
 
 from __future__ import annotations
@@ -315,8 +316,9 @@ class ParallelDecoder:
         candidates["id"] = self._ids
         candidates["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
         candidates["p"] = 0.0
-        array = llama_cpp.llama_token_data_array(candidates.ctypes.data_as(llama_cpp.llama_token_data_p),
-                                                 self._n_vocab, -1, False)
+        array = llama_cpp.llama_token_data_array(
+            candidates.ctypes.data_as(llama_cpp.llama_token_data_p), self._n_vocab, -1, False
+        )
         llama_cpp.llama_sampler_apply(slot.chain, ctypes.byref(array))
         if not 0 <= array.selected < array.size:
             raise ModelError(f"the sampler chain selected no token (index {array.selected} of {array.size})")
