@@ -471,20 +471,6 @@ SET e.aliases = aliases, e.name = CASE WHEN e.name IN aliases THEN e.name ELSE a
 
 # -- reading back --------------------------------------------------------------------------------------------
 
-EXPORT_FACTS = Statement(
-    "export_facts",
-    """
-MATCH (f:Fact)-[:FROM_CHUNK]->(c:Chunk)<-[:HAS_CHUNK]-(d:Document)
-WHERE f.id > $after
-RETURN f.id AS id, f.text AS text, f.subject AS subject, f.predicate AS predicate, f.object AS object,
-       c.id AS chunk_id, c.page_start AS page_start, c.page_end AS page_end,
-       d.id AS doc_id, d.path AS doc_path, d.title AS doc_title
-ORDER BY f.id
-LIMIT $limit
-""",
-    {"after": "", "limit": 1000},
-)
-
 # Export: documents in (path, id) order, then each document's chunks in (index, id) order, a page of chunks at
 # a time with what hangs off each one. Keyset paging on those keys keeps every page O(page) to transfer and the
 # order total, so two exports of one graph are identical; scoping pages to one document keeps the sort that
