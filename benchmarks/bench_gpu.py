@@ -60,6 +60,7 @@ from kg_etl.llm.runtime import (
     GenRequest,
     LocalModel,
     Sampling,
+    gpu_memory_used_mb,
     gpu_offload_supported,
     peak_rss_mb,
     vram_used_mb,
@@ -192,24 +193,6 @@ def _timed(
         "prompt_tok_s": round(prompt / wall, 1),
         "finish_reasons": reasons,
     }, out
-
-
-def gpu_memory_used_mb() -> float | None:
-    """The whole GPU's used memory (``nvidia-smi --query-gpu``), first GPU; None where it cannot be read."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split()
-        return float(out[0]) if out else None
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
 
 
 def _gpu_name() -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,25 +25,12 @@ from kg_etl.extract.summary import SUMMARY
 from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.llm.backend import LlamaBackend
 from kg_etl.llm.prompt import chunk_messages
-from kg_etl.llm.runtime import LocalModel, Sampling, gpu_offload_supported
+from kg_etl.llm.runtime import LocalModel, Sampling, gpu_memory_used_mb, gpu_offload_supported
 from kg_etl.models import Chunk
 from kg_etl.testing import write_tiny_model
 
 OUT = Path(os.environ.get("OUT", "/tmp")) / "gpu_quick.json"
 EXTRACTORS = [FACTS, TAXONOMY, categories_extractor(), KEYWORDS, SUMMARY, QA]
-
-
-def vram_mb() -> int | None:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-        return int(out.split()[0])
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-        return None
 
 
 def main(preset: str, n_chunks: int, max_tokens: int, parallel: list[int]) -> None:
@@ -57,7 +43,7 @@ def main(preset: str, n_chunks: int, max_tokens: int, parallel: list[int]) -> No
         "pages_per_chunk": round(pages, 3),
         "max_tokens": max_tokens,
         "gpu_offload_supported": gpu_offload_supported(),
-        "vram_before_mb": vram_mb(),
+        "vram_before_mb": gpu_memory_used_mb(),
     }
 
     def save(step: str, seconds: float, completions: list[Any]) -> None:
@@ -77,7 +63,7 @@ def main(preset: str, n_chunks: int, max_tokens: int, parallel: list[int]) -> No
         res["gguf_mb"] = round(path.stat().st_size / 2**20, 1)
         with LocalModel(path, n_ctx=8192, n_gpu_layers=-1, sampling=Sampling.deterministic()) as model:
             res["offloaded"] = model.offloaded
-            res["vram_after_load_mb"] = vram_mb()
+            res["vram_after_load_mb"] = gpu_memory_used_mb()
             backend = LlamaBackend(model)
             requests = [
                 replace(backend.request(Job(tuple(chunk_messages(c, "DMCA", e.task)), e.schema)), max_tokens=max_tokens)
@@ -101,7 +87,7 @@ def main(preset: str, n_chunks: int, max_tokens: int, parallel: list[int]) -> No
                     t = time.perf_counter()
                     out = decoder.generate(requests)
                     save(f"parallel_{n}", time.perf_counter() - t, out)
-                    res[f"parallel_{n}"]["vram_mb"] = vram_mb()
+                    res[f"parallel_{n}"]["vram_mb"] = gpu_memory_used_mb()
                     OUT.write_text(json.dumps(res, indent=2))
     best = max((v["chunks_per_s"] for k, v in res.items() if k.startswith("parallel_")), default=None)
     if best:

@@ -31,6 +31,7 @@ __all__ = [
     "ModelStats",
     "Prefix",
     "Sampling",
+    "gpu_memory_used_mb",
     "gpu_offload_supported",
     "peak_rss_mb",
     "vram_used_mb",
@@ -157,6 +158,26 @@ def vram_used_mb() -> float | None:
 
 def _process_vram_mb(pid: int) -> float | None:
     """The GPU memory ``nvidia-smi`` lists for ``pid`` over all GPUs, or None if it lists none."""
+    out = _nvidia_smi("--query-compute-apps=pid,used_memory")
+    if out is None:
+        return None
+    # used_memory reads "[N/A]" where the driver cannot attribute memory (MIG, WDDM): no figure then.
+    rows = (line.partition(",") for line in out.splitlines())
+    used = [float(mib) for p, _, mib in rows if p.strip() == str(pid) and mib.strip().isdigit()]
+    return round(sum(used), 1) if used else None
+
+
+def gpu_memory_used_mb() -> float | None:
+    """Memory in use on the first GPU, all processes together, in MiB; None where nvidia-smi cannot tell."""
+    out = _nvidia_smi("--query-gpu=memory.used")
+    try:
+        return float(out.split()[0]) if out else None
+    except ValueError:
+        return None
+
+
+def _nvidia_smi(query: str) -> str | None:
+    """``nvidia-smi QUERY`` as bare CSV, or None where there is no nvidia-smi or it fails."""
     import shutil
     import subprocess
 
@@ -164,19 +185,11 @@ def _process_vram_mb(pid: int) -> float | None:
     if smi is None:
         return None
     try:
-        out = subprocess.run(
-            [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
+        return subprocess.run(
+            [smi, query, "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    # used_memory reads "[N/A]" where the driver cannot attribute memory (MIG, WDDM): no figure then.
-    rows = (line.partition(",") for line in out.splitlines())
-    used = [float(mib) for p, _, mib in rows if p.strip() == str(pid) and mib.strip().isdigit()]
-    return round(sum(used), 1) if used else None
 
 
 def gpu_offload_supported() -> bool:
