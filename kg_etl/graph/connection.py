@@ -81,7 +81,7 @@ class Graph:
         delay = first_delay
         while True:
             try:
-                self.read_rows(st.PING)
+                self._ping()
                 return
             except AuthError as e:
                 raise GraphError(
@@ -95,6 +95,12 @@ class Graph:
                     ) from e
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _ping(self) -> None:
+        # An auto-commit query: a managed transaction would itself retry an unreachable server for up to
+        # max_transaction_retry_time, and the --connect-timeout budget is this loop's to spend.
+        with self._session() as session:
+            session.run(st.PING.text).consume()
 
     @contextmanager
     def _session(self, access_mode: str = neo4j.WRITE_ACCESS) -> Iterator[neo4j.Session]:
