@@ -176,6 +176,19 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
     envvar="KG_ETL_MODEL",
     help="Model name from `kg-etl models list`, or a path to a .gguf file [env KG_ETL_MODEL].",
 )
+@click.option(
+    "--model-for",
+    "model_for",
+    multiple=True,
+    metavar="EXTRACTOR=MODEL",
+    help="Run one extractor on another model, e.g. validate=lfm2-700m-q4_k_m (repeatable). Models then run "
+    "one after the other, each over every file, and only one is loaded at a time.",
+)
+@click.option(
+    "--keep-models",
+    is_flag=True,
+    help="With --model-for: keep every model loaded at once (faster, needs memory for all of them).",
+)
 @click.option("--no-download", is_flag=True, help="Never download a model; fail if it is not on disk.")
 @click.option(
     "--extract",
@@ -249,6 +262,8 @@ def ingest(
     inputs: tuple[Path, ...],
     batch_size: int,
     model: str,
+    model_for: tuple[str, ...],
+    keep_models: bool,
     no_download: bool,
     extract: str,
     categories: str | None,
@@ -283,6 +298,8 @@ def ingest(
 
     settings = IngestSettings(
         model=model,
+        extractor_models=_extractor_models(model_for),
+        keep_models_loaded=keep_models,
         download=not no_download,
         batch_size=batch_size,
         extractors=_split(extract),
@@ -314,6 +331,20 @@ def ingest(
         sys.exit(EXIT_INTERRUPTED)
     if not report.ok:
         sys.exit(EXIT_PARTIAL)
+
+
+def _extractor_models(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--model-for`` values as extractor name -> model."""
+    chosen: dict[str, str] = {}
+    for pair in pairs:
+        name, _, ref = (part.strip() for part in pair.partition("="))
+        if name not in ALL_EXTRACTORS or not ref:
+            raise click.BadParameter(
+                f"{pair!r}: expected EXTRACTOR=MODEL with EXTRACTOR one of {','.join(ALL_EXTRACTORS)}",
+                param_hint="--model-for",
+            )
+        chosen[name] = ref
+    return chosen
 
 
 def _split(values: str) -> tuple[str, ...]:
@@ -410,10 +441,13 @@ def _print_summary(report: Any) -> None:
     chunks = sum(d.chunks_written for d in report.documents)
     bad_chunks = sum(d.chunks_failed for d in report.documents)
     where = "GPU" if report.gpu_offload else "CPU"
+    models = "no model loaded" if not report.models else f"{report.model} on the {where}"
+    if len(report.models) > 1:
+        models += f" (at most {report.max_resident_models} loaded at once)"
     err.print(
         f"{done} ingested, {skipped} already done, {len(failed)} failed; {chunks} chunks written "
         f"({bad_chunks} with failed extractions), {report.llm_calls} LLM calls, {report.seconds:.1f} s; "
-        f"model on {where}, peak memory {report.peak_rss_mb or 0:.0f} MiB",
+        f"{models}, peak memory {report.peak_rss_mb or 0:.0f} MiB",
         highlight=False,
         soft_wrap=True,
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["DEFAULT_CATEGORIES", "DEFAULT_MODEL", "HOME_ENV", "IngestSettings", "kg_etl_home"]
+__all__ = ["DEFAULT_CATEGORIES", "DEFAULT_MODEL", "EXTRACTOR_NAMES", "HOME_ENV", "IngestSettings", "kg_etl_home"]
 
 HOME_ENV = "KG_ETL_HOME"
 # Broad enough for most document collections, few enough for a small model to choose well from.
@@ -16,6 +16,9 @@ DEFAULT_CATEGORIES: tuple[str, ...] = (
     "Government & Politics", "Business & Finance", "Economics", "Education", "History", "Arts & Culture",
     "Environment", "Society", "Other",
 )  # fmt: skip
+
+# Every extractor kg-etl runs by default, in order; "validate" is the second pass over the QA pairs.
+EXTRACTOR_NAMES = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
 
 # LFM2-1.2B at Q4_K_M: ~0.7 GB, good extraction quality for its size, fast on any recent GPU.
 DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"
@@ -44,7 +47,15 @@ class IngestSettings(BaseModel):
     # Sequences decoded together in one llama.cpp context (1 = one at a time). On 2 CPU cores 8 sequences
     # gave ~1.9x the tokens/s of one; a GPU gains far more. 8 keeps the KV cache small (8 x n_ctx).
     parallel: int = Field(default=8, ge=1, le=64, description="sequences decoded together")
-    extractors: tuple[str, ...] = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
+    extractors: tuple[str, ...] = EXTRACTOR_NAMES
+    # An extractor may run on a model of its own (QA validation on LFM2-700M, say): the run then takes one
+    # model at a time, each over every document, and closes it before loading the next.
+    extractor_models: dict[str, str] = Field(
+        default_factory=dict, description="extractor name -> model (manifest name or .gguf path); others use model"
+    )
+    keep_models_loaded: bool = Field(
+        default=False, description="keep every model of the run resident at once (needs the memory for all)"
+    )
     categories: tuple[str, ...] = Field(
         default=DEFAULT_CATEGORIES, min_length=1, description="the label set chunks and documents are classified into"
     )
@@ -63,3 +74,15 @@ class IngestSettings(BaseModel):
     passwords: dict[str, str] = Field(default_factory=dict, description="file name or glob -> PDF password")
     chunk_tokens: int | None = Field(default=None, ge=32)
     overlap_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("extractor_models")
+    @classmethod
+    def _known_extractors(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(EXTRACTOR_NAMES))
+        if unknown:
+            raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(EXTRACTOR_NAMES)}")
+        return value
+
+    def model_for(self, extractor: str) -> str:
+        """The model an extractor runs on: its own where one is set, else the run's model."""
+        return self.extractor_models.get(extractor, self.model)

@@ -102,6 +102,7 @@ class _QAFields(_Record):
     model: str | None
     qa_version: str
     validate_version: str | None
+    judge_model: str | None
 
 
 class QARecord(_Citation, _QAFields):

@@ -6,6 +6,11 @@ are skipped (resume after a crash), and every ``batch_size`` chunks are extracte
 one transaction. Document-level results (summary, categories) are built from what the graph holds, so a
 resumed document gets the same ones. A document that cannot be read is recorded as ``failed`` with its
 reason and the run goes on; a changed PDF (same path, new content) replaces its old version once done.
+
+With more than one model (an extractor given a model of its own), each model but the last first does its
+share over every pending document into the extraction cache ("warm-up" passes) and is closed; the last
+model's pass is the ordinary one, which writes, and finds the other models' results in the cache. So each
+model is loaded once and, unless the user keeps them all, only one is resident at a time.
 """
 
 from __future__ import annotations
@@ -18,23 +23,21 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from kg_etl.chunk import approx_tokens, chunk_pages
-from kg_etl.config import IngestSettings, kg_etl_home
+from kg_etl.config import EXTRACTOR_NAMES, IngestSettings, kg_etl_home
 from kg_etl.errors import ConfigError, GraphError, ReadError
-from kg_etl.extract.base import ChunkExtraction, ExtractionFailure, Extractor
+from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
 from kg_etl.extract.keywords import KEYWORDS
 from kg_etl.extract.qa import QA
 from kg_etl.extract.run import BatchExtractor
-from kg_etl.extract.summary import SUMMARY
+from kg_etl.extract.summary import SUMMARY, Summary
 from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
-from kg_etl.llm.backend import LlamaBackend
-from kg_etl.llm.parallel import ParallelDecoder
-from kg_etl.llm.registry import resolve_model
-from kg_etl.llm.runtime import LocalModel, Sampling, peak_rss_mb
+from kg_etl.llm.pool import ModelPool, ModelUse, PooledBackend
+from kg_etl.llm.runtime import peak_rss_mb
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file
 from kg_etl.owner import is_stale, this_process
 from kg_etl.read import PdfDocument, open_pdf
@@ -44,14 +47,13 @@ __all__ = [
     "DocumentReport",
     "Event",
     "IngestReport",
-    "ModelSlot",
     "find_pdfs",
     "ingest",
+    "model_order",
     "select_extractors",
 ]
 
-# Every extractor kg-etl runs by default, in order; "validate" is the second pass over the QA pairs.
-ALL_EXTRACTORS = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
+ALL_EXTRACTORS = EXTRACTOR_NAMES
 _FIXED: dict[str, Extractor] = {e.name: e for e in (FACTS, TAXONOMY, KEYWORDS, SUMMARY, QA)}
 
 
@@ -88,7 +90,9 @@ class IngestReport(BaseModel):
 
     documents: list[DocumentReport] = Field(default_factory=list)
     interrupted: bool = False
-    model: str | None = None
+    model: str | None = Field(default=None, description="the models loaded, by name, comma-separated")
+    models: list[ModelUse] = Field(default_factory=list, description="each model used: loads, calls, tokens")
+    max_resident_models: int = Field(default=0, description="most models loaded at the same time")
     gpu_offload: bool = False
     llm_calls: int = 0
     prompt_tokens: int = 0
@@ -168,37 +172,18 @@ def select_extractors(names: Sequence[str], categories: Sequence[str]) -> tuple[
     return chosen, "validate" in names
 
 
-class ModelSlot:
-    """The run's one model, loaded on first use (a run with nothing new to extract never loads it)."""
+def model_order(settings: IngestSettings, extractors: Sequence[Extractor], validate: bool) -> list[str]:
+    """The run's distinct models in the order their work runs: by first use, validation after QA.
 
-    def __init__(self, settings: IngestSettings, on_event: EventSink = _ignore) -> None:
-        self.settings = settings
-        self.on_event = on_event
-        self.model: LocalModel | None = None
-        self.engine: ParallelDecoder | None = None  # shares the model's weights; closed before it
-
-    def get(self) -> LocalModel:
-        if self.model is None:
-            s = self.settings
-            path = resolve_model(s.model, download=s.download)
-            sampling = Sampling.deterministic() if s.deterministic else Sampling()
-            self.model = LocalModel(
-                path,
-                n_ctx=s.n_ctx,
-                n_gpu_layers=s.gpu_layers,
-                require_gpu=s.require_gpu,
-                n_threads=s.threads,
-                sampling=sampling,
-            )
-            where = "GPU (all layers offloaded)" if self.model.offloaded else "CPU"
-            self.on_event(Event(kind="notice", message=f"model {path.name} loaded on the {where}"))
-        return self.model
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-        if self.model is not None:
-            self.model.close()
+    The QA pairs must exist before another model can validate them; every other extractor reads only its chunk.
+    """
+    names = [e.name for e in extractors] + (["validate"] if validate else [])
+    order = list(dict.fromkeys(settings.model_for(name) for name in names))
+    judge, asker = settings.model_for("validate"), settings.model_for("qa")
+    if validate and judge != asker and order.index(judge) < order.index(asker):
+        order.remove(judge)
+        order.append(judge)
+    return order
 
 
 def ingest(
@@ -227,7 +212,7 @@ def ingest(
     run = _Run(
         settings,
         GraphWriter(graph),
-        ModelSlot(settings, on_event),
+        ModelPool(settings, lambda message: on_event(Event(kind="notice", message=message))),
         extractors,
         validate,
         SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite"),
@@ -236,6 +221,9 @@ def ingest(
     )
     on_event(Event(kind="run_start", total=len(paths)))
     try:
+        if not run.warm_up(paths):
+            report.interrupted = True
+            paths = []
         for path in paths:
             if should_stop():
                 report.interrupted = True
@@ -251,47 +239,52 @@ def ingest(
 
 
 class _Run:
-    """State shared by the documents of one ingest: settings, writer, the model slot and the cache."""
+    """State shared by the documents of one ingest: settings, writer, the models, the extractor and the cache."""
 
     def __init__(
         self,
         settings: IngestSettings,
         writer: GraphWriter,
-        slot: ModelSlot,
+        pool: ModelPool,
         extractors: list[Extractor],
         validate: bool,
         cache: SqliteCache,
         on_event: EventSink,
         should_stop: Callable[[], bool],
     ) -> None:
-        self.settings, self.writer, self.slot = settings, writer, slot
+        self.settings, self.writer, self.pool = settings, writer, pool
         self.extractors, self.validate, self.cache, self.on_event = extractors, validate, cache, on_event
         self.should_stop = should_stop
         self.owner = this_process()
-        self._runner: BatchExtractor | None = None
-
-    def runner(self) -> BatchExtractor:
-        if self._runner is None:
-            model = self.slot.get()
-            engine = None
-            if self.settings.parallel > 1:
-                engine = ParallelDecoder(model, self.settings.parallel)
-                self.slot.engine = engine
-            backend = LlamaBackend(model, engine)
-            self._runner = BatchExtractor(
-                backend, self.extractors, retries=self.settings.retries, cache=self.cache, validate=self.validate
-            )
-        return self._runner
+        self.order = model_order(settings, extractors, validate)
+        # One backend per model, shared by its extractors: the extractor groups a round's jobs by backend.
+        refs = dict.fromkeys([settings.model, *settings.extractor_models.values()])
+        self.backends: dict[str, Backend] = {ref: PooledBackend(pool, ref) for ref in refs}
+        self.runner = BatchExtractor(
+            self.backends[settings.model],
+            extractors,
+            retries=settings.retries,
+            cache=cache,
+            validate=validate,
+            backends={name: self.backends[settings.model_for(name)] for name in EXTRACTOR_NAMES},
+        )
+        self.warmed: dict[str, tuple[int, int]] = {}  # doc id -> LLM calls and prompt tokens of warm-up passes
 
     def close(self, report: IngestReport) -> None:
-        model = self.slot.model
-        if model is not None:
-            report.model, report.gpu_offload = model.name, model.offloaded
-            report.llm_calls, report.prompt_tokens = model.stats.calls, model.stats.prompt_tokens
-            report.completion_tokens = model.stats.completion_tokens
+        report.models = [use for use in self.pool.usage.values() if use.loads]
+        report.model = ", ".join(use.name for use in report.models) or None
+        report.gpu_offload = any(use.offloaded for use in report.models)
+        report.max_resident_models = self.pool.max_resident
+        self.pool.close()
+        stats = self.pool.stats()
+        report.llm_calls, report.prompt_tokens = stats.calls, stats.prompt_tokens
+        report.completion_tokens = stats.completion_tokens
         report.peak_rss_mb = peak_rss_mb()
-        self.slot.close()
         self.cache.close()
+
+    def count_tokens(self, text: str) -> int:
+        # Chunks are always cut with the run's main model's tokenizer: the same chunks whichever model runs.
+        return self.pool.tokenizer(self.settings.model).count_tokens(text)
 
     def document(self, path: Path) -> DocumentReport:
         started = time.perf_counter()
@@ -328,7 +321,9 @@ class _Run:
     def _claimed(self, doc: PdfDocument, report: DocumentReport) -> None:
         meta = doc.meta
         self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
-        runner = self.runner()
+        runner = self.runner
+        calls, tokens = self.warmed.pop(meta.id, (0, 0))
+        report.llm_calls, report.prompt_tokens = calls, tokens
         if not self._chunks(doc, runner, report):
             report.status = "interrupted"
             return
@@ -346,16 +341,9 @@ class _Run:
 
     def _chunks(self, doc: PdfDocument, runner: BatchExtractor, report: DocumentReport) -> bool:
         """Extract and write every chunk not yet in the graph; False when stopped before the end."""
-        model = self.slot.get()
         done = self.writer.done_chunk_ids(doc.meta.id)
         pages = self._noting_pages(doc.pages(), report, Path(doc.meta.path))
-        chunks = chunk_pages(
-            pages,
-            doc.meta.id,
-            max_tokens=self.settings.chunk_tokens,
-            overlap_tokens=self.settings.overlap_tokens,
-            count_tokens=model.count_tokens,
-        )
+        chunks = self._chunk(doc, pages)
         batch: list[Chunk] = []
         prev: str | None = None  # the chunk before the current batch, for NEXT_CHUNK across batches
         for chunk in chunks:
@@ -379,10 +367,10 @@ class _Run:
         pages = f"pages {batch[0].page_start}-{batch[-1].page_end}"
         self.on_event(Event(kind="stage", path=meta.path, message=f"extracting {len(batch)} chunks, {pages}"))
         extractions = runner.run(batch, meta.title or meta.name)
-        self.writer.write_batch(extractions, prev, runner.backend.model_id, owner=self.owner)
+        self.writer.write_batch(extractions, prev, owner=self.owner)
         for extraction in extractions:
             self._count(extraction, report)
-        stats = self.slot.get().stats
+        stats = self.pool.stats()
         self.on_event(
             Event(
                 kind="batch",
@@ -413,7 +401,7 @@ class _Run:
             self.writer.write_document_categories(meta.id)
         if "summary" not in names:
             return
-        summaries = self.writer.chunk_summaries(meta.id)
+        summaries = list(self.writer.chunk_summaries(meta.id).values())
         if not summaries:
             return
         result = runner.summarise_document(summaries, meta.title or meta.name, approx_tokens)
@@ -423,6 +411,16 @@ class _Run:
             return
         self.writer.write_document_summary(meta.id, result.summary)
         report.extractions["document_summary"] = 1
+
+    def _chunk(self, doc: PdfDocument, pages: Iterator[Page]) -> Iterator[Chunk]:
+        s = self.settings
+        return chunk_pages(
+            pages,
+            doc.meta.id,
+            max_tokens=s.chunk_tokens,
+            overlap_tokens=s.overlap_tokens,
+            count_tokens=self.count_tokens,
+        )
 
     def _noting_pages(self, pages: Iterator[Page], report: DocumentReport, path: Path) -> Iterator[Page]:
         for page in pages:
@@ -446,3 +444,67 @@ class _Run:
         meta = DocumentMeta(id=doc_id, path=str(path.resolve()), name=path.name, n_pages=0)
         report.doc_id = doc_id
         self.writer.upsert_document(meta, DocStatus.FAILED, report.reason)
+
+    # -- warm-up passes: one model at a time over every pending document, results into the cache ----------
+
+    def warm_up(self, paths: Sequence[Path]) -> bool:
+        """Each model but the last does its share of every pending document, then is closed.
+
+        Returns False when stopped (Ctrl-C) first: what was extracted stays in the cache for the rerun.
+        """
+        if self.settings.keep_models_loaded:
+            return True
+        for n, ref in enumerate(self.order[:-1], start=1):
+            mine = [name for name in EXTRACTOR_NAMES if self.settings.model_for(name) == ref]
+            message = f"pass {n}/{len(self.order)}: {Path(ref).stem} runs {', '.join(mine)} over every document"
+            self.on_event(Event(kind="notice", message=message))
+            stopped = any(not self._warm_document(path, self.backends[ref]) for path in paths)
+            self.pool.release(ref)
+            if stopped:
+                return False
+        return True
+
+    def _warm_document(self, path: Path, backend: Backend) -> bool:
+        """One model's share of one document; unreadable or finished documents are left to the writing pass."""
+        s = self.settings
+        password = s.password.get_secret_value() if s.password else None
+        try:
+            doc = open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
+            status = self.writer.document_status(doc.meta.id)
+            if status == DocStatus.DONE or (status == DocStatus.FAILED and not s.retry_failed):
+                return True
+            return self._warm_chunks(doc, backend)
+        except ReadError:
+            return True  # the writing pass reads it again and reports why it failed
+
+    def _warm_chunks(self, doc: PdfDocument, backend: Backend) -> bool:
+        meta = doc.meta
+        self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
+        done = self.writer.done_chunk_ids(meta.id)
+        summaries = self.writer.chunk_summaries(meta.id)  # the document summary is built from all of them
+        batch: list[Chunk] = []
+        for chunk in self._chunk(doc, doc.pages()):
+            if chunk.id not in done:
+                batch.append(chunk)
+            if len(batch) >= self.settings.batch_size:
+                summaries |= self._warm_batch(batch, meta, backend)
+                if self.should_stop():
+                    return False
+        if batch:
+            summaries |= self._warm_batch(batch, meta, backend)
+        if "summary" in {e.name for e in self.extractors} and self.runner.backend_for(SUMMARY) is backend:
+            ordered = [summaries[i] for i in sorted(summaries)]
+            self.runner.summarise_document(ordered, meta.title or meta.name, approx_tokens)
+        return True
+
+    def _warm_batch(self, batch: list[Chunk], meta: DocumentMeta, backend: Backend) -> dict[int, str]:
+        """Runs one model's jobs for a batch; returns the chunk summaries now known, by chunk index."""
+        pages = f"pages {batch[0].page_start}-{batch[-1].page_end}"
+        self.on_event(Event(kind="stage", path=meta.path, message=f"extracting {len(batch)} chunks, {pages}"))
+        outs = self.runner.run(batch, meta.title or meta.name, only=backend)
+        calls, tokens = self.warmed.get(meta.id, (0, 0))
+        calls += sum(out.llm_calls for out in outs)
+        self.warmed[meta.id] = (calls, tokens + sum(out.prompt_tokens for out in outs))
+        self.on_event(Event(kind="batch", path=meta.path, done=batch[-1].page_end))
+        batch.clear()
+        return {o.chunk.index: r.summary for o in outs if isinstance(r := o.results.get("summary"), Summary)}

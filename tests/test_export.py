@@ -207,6 +207,7 @@ def test_qa_records_round_trip_and_fit_the_schema(kg: Graph, corpus: dict[str, D
         "evidence_score": 1.0,
         "answer_overlap": 0.75,
         "model": MODEL,
+        "judge_model": MODEL,
         "qa_version": QA.version,
         "validate_version": VALIDATE.version,
         "doc_sha256": alpha.id,
@@ -220,6 +221,7 @@ def test_qa_records_round_trip_and_fit_the_schema(kg: Graph, corpus: dict[str, D
     }
     unvalidated = next(r for r in records if r["verdict"] == "unvalidated")
     assert unvalidated["score"] is None and unvalidated["validate_version"] is None
+    assert unvalidated["judge_model"] is None
     assert unvalidated["judgement"] is None and unvalidated["page_start"] == 2
 
 

@@ -87,6 +87,7 @@ class ChunkExtraction(BaseModel):
     chunk: Chunk
     results: dict[str, BaseModel] = Field(default_factory=dict)
     failures: list[ExtractionFailure] = Field(default_factory=list)
+    models: dict[str, str] = Field(default_factory=dict, description="result name -> id of the model that made it")
     prompt_tokens: int = Field(default=0, description="prompt tokens evaluated for this chunk")
     llm_calls: int = 0
 

@@ -4,11 +4,15 @@ Jobs go to the backend a round at a time, grouped by chunk (so the llama.cpp bac
 prefix once, and the parallel backend decodes the whole round together). A reply that does not validate is
 asked for again, with the validation error, in the next round; when retries run out the failure is recorded
 on the chunk with the raw reply: never an empty result that looks like success.
+
+An extractor may have a backend (a model) of its own. ``run(..., only=backend)`` then does one model's share
+of the work: its results land in the cache (its failures in memory, for the rest of the run), so the full
+``run`` that follows, with another model resident, finds them there instead of loading this model again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from langchain_core.messages import BaseMessage
@@ -66,26 +70,38 @@ class BatchExtractor:
         retries: int = 2,
         cache: ExtractionCache | None = None,
         validate: bool = False,
+        backends: Mapping[str, Backend] | None = None,
     ) -> None:
+        """``backend`` runs every extractor that ``backends`` (extractor name -> backend) does not name."""
         self.backend = backend
+        self.backends = dict(backends or {})
         self.extractors = list(extractors)
         self.retries = retries
         self.cache = cache
         self.validate = validate
+        self._failed: dict[str, ExtractionFailure] = {}  # by key: not asked again in this run
+
+    def backend_for(self, extractor: Extractor) -> Backend:
+        return self.backends.get(extractor.name, self.backend)
 
     # -- chunks ------------------------------------------------------------------------------------------
 
-    def run(self, chunks: Sequence[Chunk], source: str) -> list[ChunkExtraction]:
-        """Every extractor over every chunk, then (if asked) a validation pass over the QA pairs."""
+    def run(self, chunks: Sequence[Chunk], source: str, *, only: Backend | None = None) -> list[ChunkExtraction]:
+        """Every extractor over every chunk, then (if asked) a validation pass over the QA pairs.
+
+        With ``only``, jobs for other backends are left undone (cached results are still used): the
+        returned extractions are then partial, for warming the cache, not for writing.
+        """
         outs = [ChunkExtraction(chunk=chunk) for chunk in chunks]
-        self._settle([self._chunk_task(out, extractor, source) for out in outs for extractor in self.extractors])
+        self._settle([self._chunk_task(out, ex, source) for out in outs for ex in self.extractors], only)
         if self.validate:
-            self._settle([task for out in outs for task in self._validation_tasks(out, source)])
+            self._settle([task for out in outs for task in self._validation_tasks(out, source)], only)
         return outs
 
     def _chunk_task(self, out: ChunkExtraction, extractor: Extractor, source: str) -> _Task:
         def accept(result: BaseModel) -> None:
             out.results[extractor.name] = result
+            out.models[extractor.name] = self.backend_for(extractor).model_id
 
         return _Task(
             out,
@@ -101,6 +117,7 @@ class BatchExtractor:
             return []
         validations = Validations(items=[None] * len(pairs.pairs))
         out.results["validation"] = validations
+        out.models["validation"] = self.backend_for(VALIDATE).model_id
         tasks = []
         for i, pair in enumerate(pairs.pairs):
 
@@ -117,6 +134,7 @@ class BatchExtractor:
     def summarise_document(
         self, summaries: Sequence[str], source: str, count_tokens: Callable[[str], int]
     ) -> DocumentSummary | ExtractionFailure:
+        # Runs on the summary extractor's backend; the same summaries in the same order hit the cache.
         """Reduce chunk summaries to one: groups that fit the context, summarised, until one is left."""
         level, rounds = list(summaries), 0
         holder = ChunkExtraction(chunk=_DOCUMENT_CHUNK)
@@ -145,19 +163,30 @@ class BatchExtractor:
 
     def _key(self, text_hash: str, extractor: Extractor, *extra: str) -> str:
         """Input text, extractor and its version, model, and any per-item input: what fixes a result."""
-        return content_id(text_hash, extractor.name, extractor.version, self.backend.model_id, *extra)
+        model_id = self.backend_for(extractor).model_id
+        return content_id(text_hash, extractor.name, extractor.version, model_id, *extra)
 
-    def _settle(self, tasks: list[_Task]) -> None:
+    def _settle(self, tasks: list[_Task], only: Backend | None = None) -> None:
         pending = [task for task in tasks if not self._from_cache(task)]
+        if only is not None:
+            pending = [task for task in pending if self.backend_for(task.extractor) is only]
         while pending:
-            replies = self.backend.run([Job(tuple(t.messages), t.extractor.schema) for t in pending])
-            pending = [
-                retry
-                for task, reply in zip(pending, replies, strict=True)
-                if (retry := self._handle(task, reply)) is not None
-            ]
+            pending = [retry for group in _by_backend(pending, self.backend_for) for retry in self._round(*group)]
+
+    def _round(self, backend: Backend, tasks: list[_Task]) -> list[_Task]:
+        """One round of jobs on one backend; returns the tasks to ask again."""
+        replies = backend.run([Job(tuple(t.messages), t.extractor.schema) for t in tasks])
+        return [
+            retry
+            for task, reply in zip(tasks, replies, strict=True)
+            if (retry := self._handle(task, reply)) is not None
+        ]
 
     def _from_cache(self, task: _Task) -> bool:
+        failure = self._failed.get(task.key)
+        if failure is not None:
+            task.out.failures.append(failure)
+            return True
         raw = self.cache.get(task.key) if self.cache is not None else None
         if raw is None:
             return False
@@ -175,14 +204,25 @@ class BatchExtractor:
                 return replace(
                     task, messages=retry_messages(task.messages, reply.text, str(e)), attempt=task.attempt + 1
                 )
-            task.out.failures.append(
-                ExtractionFailure(extractor=task.extractor.name, error=str(e), raw=reply.text, attempts=task.attempt)
+            failure = ExtractionFailure(
+                extractor=task.extractor.name, error=str(e), raw=reply.text, attempts=task.attempt
             )
+            task.out.failures.append(failure)
+            self._failed[task.key] = failure
             return None
         task.accept(result)
         if self.cache is not None:
             self.cache.put(task.key, result.model_dump_json())
         return None
+
+
+def _by_backend(tasks: list[_Task], backend_for: Callable[[Extractor], Backend]) -> list[tuple[Backend, list[_Task]]]:
+    """Tasks grouped by backend, in order of first appearance (a backend's jobs stay in their order)."""
+    groups: dict[int, tuple[Backend, list[_Task]]] = {}
+    for task in tasks:
+        backend = backend_for(task.extractor)
+        groups.setdefault(id(backend), (backend, []))[1].append(task)
+    return list(groups.values())
 
 
 def _parse(schema: type[BaseModel], reply: Reply) -> BaseModel:

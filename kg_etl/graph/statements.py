@@ -50,7 +50,7 @@ PROPERTY_KEYS: dict[str, tuple[str, ...]] = {
     "Summary": ("id", "text", "kind", "version", *_CITATION),
     "Question": (
         "id", "question", "answer", "evidence", "verdict", "score", "judgement", "model_answer", "evidence_found",
-        "evidence_score", "answer_overlap", "qa_version", "validate_version", *_CITATION,
+        "evidence_score", "answer_overlap", "qa_version", "validate_version", "judge_model", *_CITATION,
     ),
     "MENTIONED_IN": ("aliases",),
     "RELATED": ("predicate", "fact_id", "doc_id"),
@@ -180,7 +180,7 @@ CHUNK_SUMMARIES = Statement(
     "chunk_summaries",
     """
 MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)<-[:SUMMARIZES]-(s:Summary)
-RETURN s.text AS text
+RETURN c.index AS index, s.text AS text
 ORDER BY c.index
 """,
     {"doc_id": "d1"},
@@ -501,7 +501,7 @@ LIMIT $limit
 RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
        [(c)<-[:FROM_CHUNK]-(q:Question) | q {.id, .question, .answer, .evidence, .verdict, .score, .judgement,
         .model_answer, .evidence_found, .evidence_score, .answer_overlap, .model, .qa_version,
-        .validate_version}] AS items
+        .validate_version, .judge_model}] AS items
 ORDER BY chunk_index, chunk_id
 """,
     _CHUNK_PAGE,

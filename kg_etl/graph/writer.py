@@ -97,8 +97,9 @@ class GraphWriter:
     def done_chunk_ids(self, doc_id: str) -> set[str]:
         return {str(r["id"]) for r in self.graph.read_rows(st.DONE_CHUNK_IDS, doc_id=doc_id)}
 
-    def chunk_summaries(self, doc_id: str) -> list[str]:
-        return [str(r["text"]) for r in self.graph.read_rows(st.CHUNK_SUMMARIES, doc_id=doc_id)]
+    def chunk_summaries(self, doc_id: str) -> dict[int, str]:
+        """The document's chunk summaries by chunk index, in order."""
+        return {int(r["index"]): str(r["text"]) for r in self.graph.read_rows(st.CHUNK_SUMMARIES, doc_id=doc_id)}
 
     def write_document_summary(self, doc_id: str, text: str) -> None:
         self.graph.run(st.WRITE_DOCUMENT_SUMMARY, doc_id=doc_id, id=content_id(doc_id, "summary"), text=text)
@@ -146,10 +147,15 @@ class GraphWriter:
     # -- batches ------------------------------------------------------------------------------------------
 
     def write_batch(
-        self, batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str, owner: str | None = None
+        self,
+        batch: Sequence[ChunkExtraction],
+        prev_chunk_id: str | None,
+        model: str | None = None,
+        owner: str | None = None,
     ) -> None:
         """One batch in one transaction: its chunks, their links and their extractions, or nothing.
 
+        Each result cites the model that made it (``ChunkExtraction.models``; ``model`` where none is named).
         With ``owner``, the document's claim heartbeat and batch count move in the same transaction.
         """
         rows = batch_rows(batch, prev_chunk_id, model)
@@ -170,7 +176,7 @@ CLAIM_TIMEOUT_S = 30 * 60
 
 
 def batch_rows(
-    batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str
+    batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str | None = None
 ) -> list[tuple[st.Statement, list[Row]]]:
     """Every statement of a batch with its rows, in dependency order (nodes before their links)."""
     chunks, links = _chunk_rows(batch, prev_chunk_id)
@@ -215,7 +221,11 @@ def _chunk_rows(batch: Sequence[ChunkExtraction], prev: str | None) -> tuple[lis
     return rows, [r for r in rows if r["prev_id"]]
 
 
-def _cite(chunk: Chunk, model: str) -> Row:
+def _model(extraction: ChunkExtraction, name: str, default: str | None) -> str | None:
+    return extraction.models.get(name, default)
+
+
+def _cite(chunk: Chunk, model: str | None) -> Row:
     return {
         "chunk_id": chunk.id,
         "doc_id": chunk.doc_id,
@@ -225,11 +235,12 @@ def _cite(chunk: Chunk, model: str) -> Row:
     }
 
 
-def _fact_rows(batch: Sequence[ChunkExtraction], model: str) -> tuple[list[Row], list[Row], list[Row]]:
+def _fact_rows(batch: Sequence[ChunkExtraction], model: str | None) -> tuple[list[Row], list[Row], list[Row]]:
     facts: list[Row] = []
     entities: list[Row] = []
     relations: list[Row] = []
-    found = [(chunk, result) for chunk, result in _results(batch, "facts", Facts)]
+    found = list(_results(batch, "facts", Facts))
+    made_by = {e.chunk.id: _model(e, "facts", model) for e in batch}
     named = [(_clean(t.subject), t.subject_type) for _, r in found for f in r.facts if (t := f.triple)]
     named += [(_clean(t.object), t.object_type) for _, r in found for f in r.facts if (t := f.triple)]
     acronyms = resolve_acronyms(named)
@@ -252,7 +263,7 @@ def _fact_rows(batch: Sequence[ChunkExtraction], model: str) -> tuple[list[Row],
         for fact in result.facts:
             fact_id = content_id(chunk.id, "fact", fact.statement)
             t = fact.triple
-            props = _cite(chunk, model) | {
+            props = _cite(chunk, made_by[chunk.id]) | {
                 "text": fact.statement,
                 "subject": t.subject if t else None,
                 "predicate": t.predicate if t else None,
@@ -326,18 +337,20 @@ def _keyword_rows(batch: Sequence[ChunkExtraction]) -> list[Row]:
     return list(rows.values())
 
 
-def _summary_rows(batch: Sequence[ChunkExtraction], model: str) -> list[Row]:
+def _summary_rows(batch: Sequence[ChunkExtraction], model: str | None) -> list[Row]:
+    made_by = {e.chunk.id: _model(e, "summary", model) for e in batch}
     return [
         {
             "id": content_id(chunk.id, "summary"),
             "chunk_id": chunk.id,
-            "props": _cite(chunk, model) | {"text": result.summary, "kind": "chunk", "version": SUMMARY.version},
+            "props": _cite(chunk, made_by[chunk.id])
+            | {"text": result.summary, "kind": "chunk", "version": SUMMARY.version},
         }
         for chunk, result in _results(batch, "summary", Summary)
     ]
 
 
-def _question_rows(batch: Sequence[ChunkExtraction], model: str) -> list[Row]:
+def _question_rows(batch: Sequence[ChunkExtraction], model: str | None) -> list[Row]:
     rows = []
     for extraction in batch:
         pairs = extraction.results.get("qa")
@@ -347,7 +360,8 @@ def _question_rows(batch: Sequence[ChunkExtraction], model: str) -> list[Row]:
         verdicts = checks.items if isinstance(checks, Validations) else [None] * len(pairs.pairs)
         chunk = extraction.chunk
         for pair, verdict in zip(pairs.pairs, verdicts, strict=True):
-            props = _cite(chunk, model) | pair.model_dump() | {"verdict": "unvalidated", "score": None}
+            props = _cite(chunk, _model(extraction, "qa", model)) | pair.model_dump()
+            props |= {"verdict": "unvalidated", "score": None, "judge_model": None}
             props |= {"qa_version": QA.version, "validate_version": VALIDATE.version if verdict else None}
             if verdict is not None:
                 props |= {
@@ -358,6 +372,7 @@ def _question_rows(batch: Sequence[ChunkExtraction], model: str) -> list[Row]:
                     "evidence_found": verdict.evidence_found,
                     "evidence_score": verdict.evidence_score,
                     "answer_overlap": verdict.answer_overlap,
+                    "judge_model": _model(extraction, "validation", model),
                 }
             rows.append({"id": content_id(chunk.id, "qa", pair.question), "chunk_id": chunk.id, "props": props})
     return rows

@@ -31,8 +31,10 @@ __all__ = [
     "ModelStats",
     "Prefix",
     "Sampling",
+    "Tokenizer",
     "gpu_memory_used_mb",
     "gpu_offload_supported",
+    "model_file_id",
     "peak_rss_mb",
     "vram_used_mb",
 ]
@@ -199,6 +201,45 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def model_file_id(path: Path) -> str:
+    """Identifies a GGUF's weights in cache keys, without loading it: file name, size, hash of the header.
+
+    Names and sizes can repeat across different weights (re-quantised files); the first MiB holds the GGUF
+    header and metadata and tells them apart without hashing gigabytes per run.
+    """
+    with path.open("rb") as f:
+        head = hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
+    return f"{path.name}:{path.stat().st_size}:{head}"
+
+
+class Tokenizer:
+    """A GGUF's tokenizer alone (llama.cpp ``vocab_only``): milliseconds and a few MiB to load, no weights.
+
+    Chunking counts tokens with it, so a run that finds every chunk in the cache never loads a model, and
+    chunks are cut the same way whichever model happens to be resident.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import llama_cpp
+
+        _route_llama_logs()
+        self.path = path
+        try:
+            self._handle: Any = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelError(
+                f"{path}: llama.cpp cannot read this model's tokenizer ({e}); check the file is a complete "
+                "GGUF (`kg-etl models pull` re-downloads it)"
+            ) from e
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the model's tokenizer makes of plain ``text`` (as ``LocalModel.count_tokens``)."""
+        return len(self._handle.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def close(self) -> None:
+        self._handle.close()
+
+
 class LocalModel:
     """A GGUF model resident in this process. Use as a context manager or call ``close()``.
 
@@ -300,12 +341,8 @@ class LocalModel:
 
     @functools.cached_property
     def model_id(self) -> str:
-        """Identifies these weights in cache keys: file name, size, and a hash of the GGUF header."""
-        # Names and sizes can repeat across different weights (re-quantised files); the first MiB holds the
-        # GGUF header and metadata and tells them apart without hashing gigabytes per run.
-        with self.path.open("rb") as f:
-            head = hashlib.sha256(f.read(1 << 20)).hexdigest()[:16]
-        return f"{self.path.name}:{self.path.stat().st_size}:{head}"
+        """Identifies these weights in cache keys (see ``model_file_id``)."""
+        return model_file_id(self.path)
 
     @property
     def name(self) -> str:
