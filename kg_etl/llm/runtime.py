@@ -283,6 +283,10 @@ class LocalModel:
                 n_threads=threads,
                 n_threads_batch=threads,
                 seed=self.sampling.seed,
+                # Read the weights rather than map them: llama.cpp repacks most CPU weights into a buffer of
+                # its own (and a GPU holds its own copy), so mapped pages stay resident beside that copy
+                # for nothing: ~480 MiB more RSS for LFM2-1.2B at Q4_K_M, with no speed gained.
+                use_mmap=False,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as e:
