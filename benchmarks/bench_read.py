@@ -29,7 +29,8 @@ from pypdf import PdfReader
 from kg_etl.chunk import chunk_pages
 from kg_etl.errors import ReadError
 from kg_etl.models import Page, document_text
-from kg_etl.read import normalise, open_pdf, password_for
+from kg_etl.read import open_pdf, password_for
+from kg_etl.text import normalise
 
 __all__ = ["run"]
 

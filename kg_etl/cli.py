@@ -109,7 +109,7 @@ def _configure_logging(verbose: int) -> None:
 # -- graph connection ------------------------------------------------------------------------------------
 
 
-def graph_options(f: F) -> F:
+def _graph_options(f: F) -> F:
     """The Neo4j connection options, each also read from Neo4j's own environment variables."""
     options = [
         click.option(
@@ -181,8 +181,10 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
     "model_for",
     multiple=True,
     metavar="EXTRACTOR=MODEL",
+    envvar="KG_ETL_MODEL_FOR",
     help="Run one extractor on another model, e.g. validate=lfm2-700m-q4_k_m (repeatable). Models then run "
-    "one after the other, each over every file, and only one is loaded at a time.",
+    "one after the other, each over every file, and only one is loaded at a time "
+    "[env KG_ETL_MODEL_FOR, space-separated].",
 )
 @click.option(
     "--keep-models",
@@ -257,7 +259,7 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
     help="Write a JSON report of the run (per document: pages, chunks, extractions, failures, seconds).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-@graph_options
+@_graph_options
 def ingest(
     inputs: tuple[Path, ...],
     batch_size: int,
@@ -509,7 +511,7 @@ def _print_summary(report: Any) -> None:
     "system_prompt",
     help="The system turn of --format chat and sharegpt; '' for none [default: answer briefly and accurately].",
 )
-@graph_options
+@_graph_options
 def export(
     out_path: str,
     kind: str,
@@ -562,7 +564,7 @@ def export(
 
 @cli.command()
 @click.argument("document")
-@graph_options
+@_graph_options
 def remove(
     document: str, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
 ) -> None:
@@ -588,7 +590,7 @@ def schema() -> None:
 
 
 @schema.command("apply")
-@graph_options
+@_graph_options
 def schema_apply(
     neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
 ) -> None:
@@ -600,7 +602,7 @@ def schema_apply(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@graph_options
+@_graph_options
 def stats(
     as_json: bool, neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
 ) -> None:
@@ -620,7 +622,7 @@ def stats(
 @cli.command()
 @click.argument("cypher")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@graph_options
+@_graph_options
 def query(
     cypher: str,
     as_json: bool,

@@ -47,6 +47,7 @@ __all__ = [
     "DocumentReport",
     "Event",
     "IngestReport",
+    "PageNote",
     "find_pdfs",
     "ingest",
     "model_order",

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kg_etl import chunk
 from kg_etl.chunk import DEFAULT_MAX_TOKENS, approx_tokens, chunk_pages
 from kg_etl.errors import ConfigError
 from kg_etl.models import PAGE_SEPARATOR, TEXT_STATUSES, Chunk, Page, PageStatus, content_id, document_text
@@ -182,11 +181,3 @@ def test_approx_tokens() -> None:
     assert approx_tokens("abcd" * 10) == 10
     assert approx_tokens("東京都" * 4) == 12  # about one token per CJK character
     assert approx_tokens("Привет") == 4
-
-
-def test_all_lists_the_public_names() -> None:
-    public = {
-        n for n, v in vars(chunk).items() if not n.startswith("_") and getattr(v, "__module__", "") == chunk.__name__
-    }
-    assert public <= set(chunk.__all__)
-    assert all(hasattr(chunk, name) for name in chunk.__all__)

@@ -269,3 +269,9 @@ def test_bad_model_for_is_a_usage_error(value: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["ingest", str(tmp_path), "--model-for", value])
     assert result.exit_code == 2
     assert "--model-for" in result.output and "EXTRACTOR=MODEL" in result.output
+
+
+def test_model_for_is_read_from_the_environment(tmp_path: Path) -> None:
+    env = {"KG_ETL_MODEL_FOR": f"validate={tmp_path / 'judge.gguf'} factz=other"}
+    result = CliRunner().invoke(cli, ["ingest", str(tmp_path)], env=env)
+    assert result.exit_code == 2 and "'factz=other'" in result.output

@@ -12,28 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kg_etl import read
 from kg_etl.errors import ConfigError, PasswordError, ReadError
 from kg_etl.models import PAGE_SEPARATOR, Page, PageStatus, document_text
-from kg_etl.read import (
-    GARBLE_THRESHOLD,
-    garble_score,
-    normalise,
-    normalise_with_map,
-    open_pdf,
-    password_for,
-    read_password_map,
-)
+from kg_etl.read import open_pdf, password_for, read_password_map
+from kg_etl.text import GARBLE_THRESHOLD, garble_score, normalise, normalise_with_map
 from tests.pdfs import make_pdf
-
-
-def test_all_lists_the_public_names() -> None:
-    public = {
-        n for n, v in vars(read).items() if not n.startswith("_") and getattr(v, "__module__", "") == read.__name__
-    }
-    assert public <= set(read.__all__)
-    assert all(hasattr(read, name) for name in read.__all__)
-
 
 # -- normalisation ------------------------------------------------------------------------------------------------
 

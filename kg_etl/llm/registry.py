@@ -15,8 +15,10 @@ from kg_etl.models import sha256_file
 __all__ = [
     "DEFAULT_MODEL",
     "ModelSpec",
+    "download_dir",
     "find_model_file",
     "load_manifest",
+    "manifest_path",
     "model_dirs",
     "pull_model",
     "resolve_model",
