@@ -44,8 +44,10 @@ class IngestSettings(BaseModel):
     model: str = Field(default=DEFAULT_MODEL, description="manifest name or path of a .gguf file")
     download: bool = Field(default=True, description="pull a named model that is not on disk")
     batch_size: int = Field(default=10, ge=1, le=1000, description="chunks per graph transaction")
-    # Sequences decoded together in one llama.cpp context (1 = one at a time). On 2 CPU cores 8 sequences
-    # gave ~1.9x the tokens/s of one; a GPU gains far more. 8 keeps the KV cache small (8 x n_ctx).
+    # Sequences decoded together in one llama.cpp context (1 = one at a time). Measured on 2 AVX-only cores
+    # (1.2B shape): generation steps ~1.7x the tokens/s of one sequence, the whole LLM stage ~1.1x (prompt
+    # evaluation, which batching cannot shorten, dominates there); decoding on a GPU is memory-bound and
+    # gains more. The KV cache is (8 + 1) x n_ctx cells: ~0.85 GiB for 1.2B at 8k.
     parallel: int = Field(default=8, ge=1, le=64, description="sequences decoded together")
     extractors: tuple[str, ...] = EXTRACTOR_NAMES
     # An extractor may run on a model of its own (QA validation on LFM2-700M, say): the run then takes one

@@ -134,8 +134,10 @@ class BatchExtractor:
     def summarise_document(
         self, summaries: Sequence[str], source: str, count_tokens: Callable[[str], int]
     ) -> DocumentSummary | ExtractionFailure:
-        # Runs on the summary extractor's backend; the same summaries in the same order hit the cache.
-        """Reduce chunk summaries to one: groups that fit the context, summarised, until one is left."""
+        """Reduce chunk summaries to one: groups that fit the context, summarised, until one is left.
+
+        Runs on the summary extractor's backend; the same summaries in the same order are cache hits.
+        """
         level, rounds = list(summaries), 0
         holder = ChunkExtraction(chunk=_DOCUMENT_CHUNK)
         while len(level) > 1:
