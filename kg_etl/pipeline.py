@@ -299,14 +299,21 @@ class _Run:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _process(self, path: Path, report: DocumentReport) -> None:
+    def _open(self, path: Path) -> PdfDocument:
         s = self.settings
         password = s.password.get_secret_value() if s.password else None
-        doc = open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
+        return open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
+
+    def _settled(self, status: str | None) -> bool:
+        """Whether a document in this state is left alone: done, or failed with retries of failures off."""
+        return status == DocStatus.DONE or (status == DocStatus.FAILED and not self.settings.retry_failed)
+
+    def _process(self, path: Path, report: DocumentReport) -> None:
+        doc = self._open(path)
         meta = doc.meta
         report.doc_id, report.pages = meta.id, meta.n_pages
         status = self.writer.document_status(meta.id)
-        if status == DocStatus.DONE or (status == DocStatus.FAILED and not s.retry_failed):
+        if self._settled(status):
             report.status, report.reason = "skipped", None if status == DocStatus.DONE else "failed before"
             return
         if not self.writer.claim(meta, self.owner, is_stale):
@@ -467,12 +474,9 @@ class _Run:
 
     def _warm_document(self, path: Path, backend: Backend) -> bool:
         """One model's share of one document; unreadable or finished documents are left to the writing pass."""
-        s = self.settings
-        password = s.password.get_secret_value() if s.password else None
         try:
-            doc = open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
-            status = self.writer.document_status(doc.meta.id)
-            if status == DocStatus.DONE or (status == DocStatus.FAILED and not s.retry_failed):
+            doc = self._open(path)
+            if self._settled(self.writer.document_status(doc.meta.id)):
                 return True
             return self._warm_chunks(doc, backend)
         except ReadError:
