@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -66,7 +67,10 @@ class IngestSettings(BaseModel):
     n_ctx: int = Field(default=8192, ge=512)
     gpu_layers: int = Field(default=-1, ge=-1, description="-1 = all layers on the GPU, 0 = CPU only")
     require_gpu: bool = False
-    threads: int | None = Field(default=None, ge=1, description="CPU threads for llama.cpp; None = all cores")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for llama.cpp; None = the idle cores")
+    # "auto": probe once per machine and model whether llama.cpp survives its repacked CPU weights (its AMX
+    # kernels crash on Intel Xeons), and fall back to plain buffers if not (kg_etl.llm.placement).
+    cpu_repack: Literal["auto", "on", "off"] = Field(default="auto", description="CPU weight repacking")
     deterministic: bool = Field(default=False, description="greedy decoding (temperature 0)")
     read_timeout: float = Field(default=120.0, gt=0)
     # On by default: most failures (a timeout on a busy machine, a graph that was down, a password given

@@ -32,11 +32,20 @@ from kg_etl.llm.runtime import LocalModel, Sampling
 # ---------------------------------------------------------------- isolation
 
 
+@pytest.fixture(scope="session")
+def placement_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One placement-probe cache for the session: each test model is probed once, not once per test."""
+    return tmp_path_factory.mktemp("placement") / "placement.json"
+
+
 @pytest.fixture(autouse=True)
-def kg_etl_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def kg_etl_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, placement_cache: Path
+) -> Path:
     """Every test gets its own KG_ETL_HOME, so that none touches the user's state."""
     home = tmp_path_factory.mktemp("kg-etl-home")
     monkeypatch.setenv("KG_ETL_HOME", str(home))
+    monkeypatch.setenv("KG_ETL_PLACEMENT_CACHE", str(placement_cache))
     # One llama.cpp thread: the tiny models gain nothing from two, and on a busy 2-core machine threads
     # that spin-wait on each other made generation 10-80x slower.
     monkeypatch.setenv("KG_ETL_THREADS", "1")
