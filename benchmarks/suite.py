@@ -8,6 +8,8 @@ same run on the same machine, written as results.json, a markdown table and a PN
 3. Reading: reader + chunker pages/s vs a bare pypdf loop.
 4. Memory: peak RSS of a whole ingest vs the model file size; the model is loaded once.
 5. Re-ingest of an unchanged corpus: seconds vs the first ingest.
+6. The model worker: its IPC vs the LLM work it carries, memory around a model switch, repacked vs plain CPU
+   weights, and threads on idle and on busy cores (``bench_worker``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_graph, bench_llm, bench_read
+from benchmarks import bench_graph, bench_llm, bench_read, bench_worker
 from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.llm.parallel import ParallelDecoder
 from kg_etl.llm.runtime import LocalModel, Sampling
@@ -47,6 +49,7 @@ GOALS: dict[str, tuple[str, float]] = {
     "write_speedup_vs_per_row": (">=", 10.0),
     "reader_overhead": ("<=", 0.15),
     "reingest_fraction": ("<", 0.05),
+    "worker_ipc_overhead": ("<=", 0.02),
 }
 
 
@@ -62,6 +65,7 @@ def run(out: Path, *, quick: bool = False, preset: str = "1.2b", log: Callable[[
             ("graph", lambda: _graph(quick)),
             ("reader", lambda: _reader(quick)),
             ("ingest", lambda: _ingest(model_path, Path(tmp), quick)),
+            ("worker", lambda: _worker(model_path, quick)),
         ]
         for name, step in steps:
             log(f"running the {name} benchmark...")
@@ -97,6 +101,24 @@ def _llm(model_path: Path, quick: bool) -> dict[str, Any]:
         "llm_reuse_speedup_vs_naive": round(naive / sequential, 2),
         "parallel_speedup": round(sequential / parallel, 2),
     }
+
+
+def _worker(model_path: Path, quick: bool) -> dict[str, Any]:
+    ipc = bench_worker.ipc(model_path, n_chunks=1)
+    placement = bench_worker.placement(model_path, repeats=1 if quick else 3)
+    figures: dict[str, Any] = {
+        "worker_ipc_overhead": ipc["worker_ipc_overhead"],
+        "worker_vs_in_process": ipc["worker_vs_in_process"],
+        "worker_start_s": ipc["worker_start_s"],
+        "placement_plain_prompt_ratio": placement["plain_prompt_ratio"],
+        "placement_plain_gen_ratio": placement["plain_gen_ratio"],
+        "worker": ipc,
+        "placement": placement,
+        "switch": bench_worker.switch(model_path),
+    }
+    if not quick:
+        figures["threads"] = bench_worker.threads(model_path)
+    return figures
 
 
 def _timed(work: Callable[[], object]) -> float:

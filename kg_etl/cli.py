@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import click
 from pydantic import SecretStr
@@ -32,7 +32,7 @@ from rich.table import Table
 
 from kg_etl import __version__
 from kg_etl.config import DEFAULT_CATEGORIES, DEFAULT_MODEL, IngestSettings, kg_etl_home
-from kg_etl.errors import KgEtlError
+from kg_etl.errors import KgEtlError, WorkerCrashedError
 from kg_etl.graph.connection import Graph, GraphSettings
 from kg_etl.graph.server import default_server
 from kg_etl.pipeline import ALL_EXTRACTORS
@@ -49,6 +49,7 @@ EXIT_OK = 0
 EXIT_PARTIAL = 1  # the run finished, but some documents or chunks failed (see the summary / --report)
 EXIT_USAGE = 2  # bad options (click's own code)
 EXIT_ERROR = 3  # nothing could be done: graph unreachable, model missing, bad configuration
+EXIT_CRASH = 4  # a model's worker process died (a crash inside llama.cpp); rerun to resume
 EXIT_INTERRUPTED = 130  # Ctrl-C; rerun to resume
 
 
@@ -59,8 +60,9 @@ class _KgEtlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KgEtlError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-            ctx.exit(EXIT_ERROR)
+            err.print("[red]error:[/red] ", end="", highlight=False)
+            err.print(str(e), highlight=False, markup=False, soft_wrap=True)
+            ctx.exit(EXIT_CRASH if isinstance(e, WorkerCrashedError) else EXIT_ERROR)
 
 
 def main() -> None:
@@ -220,7 +222,17 @@ def _open_graph(uri: str | None, username: str, password: str | None, database: 
     "--threads",
     type=click.IntRange(1),
     envvar="KG_ETL_THREADS",
-    help="CPU threads for llama.cpp [env KG_ETL_THREADS; default: all cores].",
+    help="CPU threads for llama.cpp [env KG_ETL_THREADS; default: the cores idle at start, since threads on "
+    "busy cores stall each other].",
+)
+@click.option(
+    "--cpu-repack",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    envvar="KG_ETL_CPU_REPACK",
+    help="llama.cpp's repacked CPU weights: auto probes once per machine and model in a child process and "
+    "falls back to plain buffers where llama.cpp crashes (its AMX kernels on Intel Xeons) [env KG_ETL_CPU_REPACK].",
 )
 @click.option("--n-ctx", default=8192, show_default=True, type=click.IntRange(512), help="Context window.")
 @click.option(
@@ -273,6 +285,7 @@ def ingest(
     require_gpu: bool,
     parallel: int,
     threads: int | None,
+    cpu_repack: str,
     n_ctx: int,
     retries: int,
     deterministic: bool,
@@ -294,8 +307,9 @@ def ingest(
     stops after the batch in hand is committed (twice: at once, the open batch rolled back).
 
     Exit codes: 0 all done; 1 some documents or chunks failed; 2 bad options; 3 nothing could be done
-    (graph unreachable, model missing); 130 interrupted.
+    (graph unreachable, model missing); 4 the model's worker process crashed (rerun to resume); 130 interrupted.
     """
+    from kg_etl.pipeline import IngestReport
     from kg_etl.pipeline import ingest as run_ingest
 
     settings = IngestSettings(
@@ -310,6 +324,7 @@ def ingest(
         gpu_layers=gpu_layers,
         require_gpu=require_gpu,
         threads=threads,
+        cpu_repack=cast(Literal["auto", "on", "off"], cpu_repack),
         parallel=parallel,
         deterministic=deterministic,
         read_timeout=read_timeout,
@@ -320,19 +335,37 @@ def ingest(
         retry_failed=retry_failed,
     )
     _report_gpu(settings)
-    with (
-        _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph,
-        _IngestDisplay(quiet) as display,
-        _GracefulStop() as stop,
-    ):
-        report = run_ingest(list(inputs), graph, settings, on_event=display.on_event, should_stop=stop.requested)
-    if report_path is not None:
-        report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
-    _print_summary(report)
+    report = IngestReport()
+    try:
+        with (
+            _open_graph(neo4j_uri, neo4j_username, neo4j_password, neo4j_database) as graph,
+            _IngestDisplay(quiet) as display,
+            _GracefulStop() as stop,
+        ):
+            run_ingest(
+                list(inputs), graph, settings, on_event=display.on_event, should_stop=stop.requested, report=report
+            )
+    except BaseException as e:
+        # Whatever ends the run, the summary and the report say what was done up to then.
+        report.interrupted = report.interrupted or isinstance(e, KeyboardInterrupt | click.exceptions.Abort)
+        report.error = str(e) if isinstance(e, KgEtlError) else type(e).__name__
+        raise
+    finally:
+        _finish(report, report_path)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if not report.ok:
         sys.exit(EXIT_PARTIAL)
+
+
+def _finish(report: Any, report_path: Path | None) -> None:
+    """The end-of-run summary and the --report file, on every way out of an ingest."""
+    if report_path is not None:
+        try:
+            report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+        except OSError as e:
+            err.print(f"cannot write the report {report_path}: {e.strerror or e}", highlight=False, markup=False)
+    _print_summary(report)
 
 
 def _extractor_models(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -449,7 +482,8 @@ def _print_summary(report: Any) -> None:
     err.print(
         f"{done} ingested, {skipped} already done, {len(failed)} failed; {chunks} chunks written "
         f"({bad_chunks} with failed extractions), {report.llm_calls} LLM calls, {report.seconds:.1f} s; "
-        f"{models}, peak memory {report.peak_rss_mb or 0:.0f} MiB",
+        f"{models}; peak memory {report.peak_rss_mb or 0:.0f} MiB here"
+        + (f", {report.worker_peak_rss_mb:.0f} MiB in the model worker" if report.worker_peak_rss_mb else ""),
         highlight=False,
         soft_wrap=True,
     )
@@ -774,6 +808,46 @@ def bench(out_dir: Path, quick: bool, preset: str) -> None:
     results = suite.run(out_dir, quick=quick, preset=preset, log=lambda line: err.print(line, highlight=False))
     out.print(suite.markdown(results))
     err.print(f"written: {out_dir}/results.json, results.md, results.png", highlight=False)
+
+
+@cli.command()
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    envvar="KG_ETL_MODEL",
+    help="The model to check (name or .gguf path) [env KG_ETL_MODEL].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@_graph_options
+def doctor(
+    model: str,
+    as_json: bool,
+    neo4j_uri: str | None,
+    neo4j_username: str,
+    neo4j_password: str | None,
+    neo4j_database: str | None,
+) -> None:
+    """Check that this machine can ingest: llama.cpp build and CPU, model file, placement probe, graph, disk.
+
+    Exit 0 when everything an ingest needs is in order; otherwise 3, with the first problem on stderr.
+
+    Example: kg-etl doctor --model lfm2-1.2b-q4_k_m
+    """
+    from kg_etl.doctor import diagnose
+
+    report = diagnose(model, neo4j_uri, (neo4j_username, neo4j_password), neo4j_database)
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, "checks": [c.model_dump() for c in report.checks]}, default=str))
+    else:
+        table = Table("check", "found", "problem")
+        for check in report.checks:
+            table.add_row(check.name, check.found, check.problem or "")
+        out.print(table)
+    if not report.ok:
+        err.print("problem: ", end="", highlight=False)
+        err.print(report.problems[0], highlight=False, markup=False, soft_wrap=True)
+        sys.exit(EXIT_ERROR)
 
 
 @cli.command("home")

@@ -10,7 +10,8 @@ Every error a user can cause or meet is a ``KgEtlError``; the CLI catches it onc
     ├── ModelError             a model file is missing, corrupt or cannot be loaded
     │   ├── ModelNotFoundError the chosen model is not on disk and may not be downloaded
     │   ├── DownloadError      a download or its checksum failed
-    │   └── GpuUnavailableError the GPU was asked for but this build cannot offload
+    │   ├── GpuUnavailableError the GPU was asked for but this build cannot offload
+    │   └── WorkerCrashedError a model's worker process died (a crash inside llama.cpp, or killed)
     ├── ExtractionError        a reply never fitted its schema within the retry budget
     └── GraphError             the graph database failed or refused a statement
         └── GraphServerError   the local graph server cannot be started, found or stopped
@@ -30,6 +31,7 @@ __all__ = [
     "ModelNotFoundError",
     "PasswordError",
     "ReadError",
+    "WorkerCrashedError",
 ]
 
 
@@ -68,6 +70,28 @@ class DownloadError(ModelError):
 
 class GpuUnavailableError(ModelError):
     """Raised when GPU offload was requested but llama-cpp-python was built without it."""
+
+
+class WorkerCrashedError(ModelError):
+    """Raised when a model's worker process dies while it loads or generates.
+
+    A crash inside llama.cpp (a segfault) kills only that process; this error names the model, how it died
+    and its log, and ``during`` adds what the run was doing, so the one line says what was lost and how to go on.
+    """
+
+    def __init__(self, model: str, how: str, log: str, doing: str = "") -> None:
+        self.model, self.how, self.log, self.doing = model, how, log, doing
+        during = f" while {doing}" if doing else ""
+        super().__init__(
+            f"{model}: the llama.cpp worker died of {how}{during}; nothing of that batch was written and the "
+            f"replies received before it are cached: rerun the same command to resume. If it happens again, "
+            f"`kg-etl doctor --model {model}` checks this machine, and --cpu-repack off avoids llama.cpp's "
+            f"repacked CPU kernels (worker log: {log})"
+        )
+
+    def during(self, doing: str) -> WorkerCrashedError:
+        """The same crash, told with what the run was doing when it happened."""
+        return WorkerCrashedError(self.model, self.how, self.log, doing)
 
 
 class ExtractionError(KgEtlError):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from kg_etl.chunk import approx_tokens, chunk_pages
 from kg_etl.config import EXTRACTOR_NAMES, IngestSettings, kg_etl_home
-from kg_etl.errors import ConfigError, GraphError, ReadError
+from kg_etl.errors import ConfigError, GraphError, ReadError, WorkerCrashedError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.categories import categories_extractor
@@ -100,7 +100,9 @@ class IngestReport(BaseModel):
     completion_tokens: int = 0
     seconds: float = 0.0
 
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = Field(default=None, description="this process at its peak (models run in workers)")
+    worker_peak_rss_mb: float | None = Field(default=None, description="the largest model worker at its peak")
+    error: str | None = Field(default=None, description="what ended the run early, if anything did")
 
     @property
     def ok(self) -> bool:
@@ -194,22 +196,24 @@ def ingest(
     *,
     on_event: EventSink = _ignore,
     should_stop: Callable[[], bool] = _never,
+    report: IngestReport | None = None,
 ) -> IngestReport:
     """Ingest every PDF under ``inputs`` into ``graph``; failures are reported, never raised per file.
 
     ``should_stop`` is polled between batches (Ctrl-C): the run then ends after the batch in hand is
-    committed, with the document left to resume.
+    committed, with the document left to resume. ``report`` is filled in as the run goes, so a caller that
+    passes one has it on every way out, an exception included.
 
     Raises:
         ConfigError: an input does not exist or an extractor name is unknown.
         GraphError: the graph is unreachable (nothing half-written stays: batches are transactions).
-        ModelError: the model cannot be found or loaded.
+        ModelError: the model cannot be found or loaded; ``WorkerCrashedError`` when its worker died.
     """
     extractors, validate = select_extractors(settings.extractors, settings.categories)
     paths = find_pdfs(inputs)
     graph.apply_schema()
     started = time.perf_counter()
-    report = IngestReport()
+    report = report if report is not None else IngestReport()
     run = _Run(
         settings,
         GraphWriter(graph),
@@ -229,13 +233,14 @@ def ingest(
             if should_stop():
                 report.interrupted = True
                 break
-            doc_report = run.document(path)
-            report.documents.append(doc_report)
+            doc_report = DocumentReport(path=str(path), status=DocStatus.PROCESSING)
+            report.documents.append(doc_report)  # before the work: a crash then still shows where it was
+            run.document(path, doc_report)
             report.interrupted = doc_report.status == "interrupted"
             on_event(Event(kind="document_end", path=str(path), report=doc_report))
     finally:
         run.close(report)
-    report.seconds = time.perf_counter() - started
+        report.seconds = time.perf_counter() - started
     return report
 
 
@@ -281,23 +286,27 @@ class _Run:
         report.llm_calls, report.prompt_tokens = stats.calls, stats.prompt_tokens
         report.completion_tokens = stats.completion_tokens
         report.peak_rss_mb = peak_rss_mb()
+        report.worker_peak_rss_mb = max((u.worker_peak_rss_mb or 0.0 for u in report.models), default=0.0) or None
         self.cache.close()
 
     def count_tokens(self, text: str) -> int:
         # Chunks are always cut with the run's main model's tokenizer: the same chunks whichever model runs.
         return self.pool.tokenizer(self.settings.model).count_tokens(text)
 
-    def document(self, path: Path) -> DocumentReport:
+    def document(self, path: Path, report: DocumentReport) -> None:
+        """Ingest one file into ``report``; a read failure is recorded, anything else ends the run."""
         started = time.perf_counter()
-        report = DocumentReport(path=str(path), status=DocStatus.PROCESSING)
         try:
             self._process(path, report)
         except ReadError as e:
             report.status, report.reason = DocStatus.FAILED, e.reason
             self._record_failure(path, report)
             self.on_event(Event(kind="notice", path=str(path), message=f"skipped {e}"))
-        report.seconds = time.perf_counter() - started
-        return report
+        except BaseException as e:
+            report.status, report.reason = "interrupted", str(e) or type(e).__name__
+            raise
+        finally:
+            report.seconds = time.perf_counter() - started
 
     def _open(self, path: Path) -> PdfDocument:
         s = self.settings
@@ -372,9 +381,9 @@ class _Run:
     ) -> str | None:
         if not batch:
             return prev
-        pages = f"pages {batch[0].page_start}-{batch[-1].page_end}"
-        self.on_event(Event(kind="stage", path=meta.path, message=f"extracting {len(batch)} chunks, {pages}"))
-        extractions = runner.run(batch, meta.title or meta.name)
+        self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
+        with _crash_context(batch, meta):
+            extractions = runner.run(batch, meta.title or meta.name)
         self.writer.write_batch(extractions, prev, owner=self.owner)
         for extraction in extractions:
             self._count(extraction, report)
@@ -412,7 +421,8 @@ class _Run:
         summaries = list(self.writer.chunk_summaries(meta.id).values())
         if not summaries:
             return
-        result = runner.summarise_document(summaries, meta.title or meta.name, approx_tokens)
+        with _crash_context([], meta):
+            result = runner.summarise_document(summaries, meta.title or meta.name, approx_tokens)
         if isinstance(result, ExtractionFailure):
             report.failures.append(result)
             report.chunks_failed += 1  # counted as a failure of the run: the document has no summary
@@ -499,17 +509,35 @@ class _Run:
             summaries |= self._warm_batch(batch, meta, backend)
         if "summary" in {e.name for e in self.extractors} and self.runner.backend_for(SUMMARY) is backend:
             ordered = [summaries[i] for i in sorted(summaries)]
-            self.runner.summarise_document(ordered, meta.title or meta.name, approx_tokens)
+            with _crash_context([], meta):
+                self.runner.summarise_document(ordered, meta.title or meta.name, approx_tokens)
         return True
 
     def _warm_batch(self, batch: list[Chunk], meta: DocumentMeta, backend: Backend) -> dict[int, str]:
         """Runs one model's jobs for a batch; returns the chunk summaries now known, by chunk index."""
-        pages = f"pages {batch[0].page_start}-{batch[-1].page_end}"
-        self.on_event(Event(kind="stage", path=meta.path, message=f"extracting {len(batch)} chunks, {pages}"))
-        outs = self.runner.run(batch, meta.title or meta.name, only=backend)
+        self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
+        with _crash_context(batch, meta):
+            outs = self.runner.run(batch, meta.title or meta.name, only=backend)
         calls, tokens = self.warmed.get(meta.id, (0, 0))
         calls += sum(out.llm_calls for out in outs)
         self.warmed[meta.id] = (calls, tokens + sum(out.prompt_tokens for out in outs))
         self.on_event(Event(kind="batch", path=meta.path, done=batch[-1].page_end))
         batch.clear()
         return {o.chunk.index: r.summary for o in outs if isinstance(r := o.results.get("summary"), Summary)}
+
+
+def _doing(batch: Sequence[Chunk], meta: DocumentMeta) -> str:
+    """What a batch's extraction is about, for progress and for the one line a crash gets."""
+    if not batch:
+        return f"summarising {meta.name}"
+    chunks = f"chunk {batch[0].index + 1}" if len(batch) == 1 else f"chunks {batch[0].index + 1}-{batch[-1].index + 1}"
+    return f"extracting {meta.name} {chunks}, pages {batch[0].page_start}-{batch[-1].page_end}"
+
+
+@contextlib.contextmanager
+def _crash_context(batch: Sequence[Chunk], meta: DocumentMeta) -> Iterator[None]:
+    """A model worker's crash, told with the document and chunks it was working on."""
+    try:
+        yield
+    except WorkerCrashedError as e:
+        raise e.during(_doing(batch, meta)) from e

@@ -28,7 +28,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kg_etl.errors import ConfigError, ExtractionError, GpuUnavailableError, ModelError
-from kg_etl.extract.base import Backend, Extractor, Job, Reply
+from kg_etl.extract.base import Backend, Extractor, Job, OnReply, Reply
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
@@ -108,7 +108,7 @@ class Injecting:
     def model_id(self) -> str:
         return self.inner.model_id
 
-    def run(self, jobs: Sequence[Job]) -> list[Reply]:
+    def run(self, jobs: Sequence[Job], on_reply: OnReply | None = None) -> list[Reply]:
         self.rounds.append(list(jobs))
         injected = [self.bad(job) for job in jobs]
         real = iter(self.inner.run([job for job, reply in zip(jobs, injected, strict=True) if reply is None]))

@@ -25,7 +25,9 @@ from kg_etl.extract.qa import QAPairs
 from kg_etl.extract.run import BatchExtractor, Validations
 from kg_etl.llm import pool as pool_module
 from kg_etl.llm.backend import LangChainBackend
-from kg_etl.llm.runtime import LocalModel, model_file_id
+from kg_etl.llm.protocol import WorkerSpec
+from kg_etl.llm.runtime import model_file_id
+from kg_etl.llm.worker import ModelWorker
 from kg_etl.pipeline import Event, model_order, select_extractors
 from tests.pdfs import make_pdf
 from tests.test_extract import SOURCE, Script, ScriptedChat, all_extractors, forbidden, make_chunk, queue
@@ -115,18 +117,18 @@ def judge_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[LocalModel]]:
-    """Every model the pool loads, in order; each load fails the test if another model is still open."""
-    loaded: list[LocalModel] = []
+def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ModelWorker]]:
+    """Every model worker the pool starts, in order; each start fails the test if another worker still runs."""
+    loaded: list[ModelWorker] = []
 
-    class Watched(LocalModel):
-        def __init__(self, path: Path, **kwargs: Any) -> None:
+    class Watched(ModelWorker):
+        def __init__(self, spec: WorkerSpec) -> None:
             resident = [m.path.name for m in loaded if not m.closed]
-            assert not resident, f"loading {path.name} while {resident} is resident"
-            super().__init__(path, **kwargs)
+            assert not resident, f"loading {Path(spec.path).name} while {resident} is resident"
+            super().__init__(spec)
             loaded.append(self)
 
-    monkeypatch.setattr(pool_module, "LocalModel", Watched)
+    monkeypatch.setattr(pool_module, "ModelWorker", Watched)
     yield loaded
 
 
@@ -152,7 +154,7 @@ def test_validation_on_its_own_model_loads_each_model_once_and_one_at_a_time(
     pdfs: Path,
     tiny_model_path: Path,
     judge_model_path: Path,
-    loads: list[LocalModel],
+    loads: list[ModelWorker],
     graph_env: object,
     graph: neo4j.Driver,
     tmp_path: Path,
@@ -182,7 +184,7 @@ def test_a_run_stopped_in_the_first_models_pass_resumes_from_the_cache(
     pdfs: Path,
     tiny_model_path: Path,
     judge_model_path: Path,
-    loads: list[LocalModel],
+    loads: list[ModelWorker],
     graph_env: object,
     graph: neo4j.Driver,
     tmp_path: Path,
@@ -251,7 +253,7 @@ def test_a_finished_folder_loads_no_model_at_all(
     pdfs: Path,
     tiny_model_path: Path,
     judge_model_path: Path,
-    loads: list[LocalModel],
+    loads: list[ModelWorker],
     graph_env: object,
     graph: neo4j.Driver,
     tmp_path: Path,

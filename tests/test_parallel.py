@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -177,10 +178,14 @@ def test_shared_prefix_is_evaluated_and_counted_once(tiny_model: LocalModel, dec
     assert tiny_model.stats.completion_tokens >= sum(c.completion_tokens for c in replies)
 
 
-def test_seconds_split_the_call_evenly(decoder: ParallelDecoder) -> None:
-    replies = decoder.generate(_requests(1, 4))
-    assert len({c.seconds for c in replies}) == 1
-    assert replies[0].seconds > 0
+def test_each_reply_is_handed_over_as_it_finishes_and_seconds_add_up(decoder: ParallelDecoder) -> None:
+    seen: list[tuple[int, float]] = []
+    started = time.perf_counter()
+    replies = decoder.generate(_requests(1, 4), on_done=lambda i, c: seen.append((i, time.perf_counter())))
+    wall = time.perf_counter() - started
+    assert sorted(i for i, _ in seen) == [0, 1, 2, 3]
+    assert all(c.seconds > 0 for c in replies)
+    assert sum(c.seconds for c in replies) == pytest.approx(wall, rel=0.2)
 
 
 def test_no_requests_no_replies(decoder: ParallelDecoder) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import neo4j
 import pytest
@@ -115,18 +116,25 @@ def assert_whole_batches(driver: neo4j.Driver) -> None:
 
 
 @pytest.fixture(scope="module")
-def baseline(
+def clean_run(
     graph_server: GraphConn,
     graph_driver: neo4j.Driver,
     folder: Path,
     tiny_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Snapshot:
-    """The graph of an uninterrupted run."""
+) -> tuple[Snapshot, dict[str, Any]]:
+    """The graph and the report of an uninterrupted run."""
     reset_database(graph_server)
-    code, output = run_ingest(folder, tiny_model_path, _env(graph_server, tmp_path_factory.mktemp("home")))
+    home = tmp_path_factory.mktemp("home")
+    code, output = run_ingest(folder, tiny_model_path, _env(graph_server, home), "--report", str(home / "r.json"))
     assert code == 0, output
-    return snapshot(graph_driver)
+    return snapshot(graph_driver), json.loads((home / "r.json").read_text())
+
+
+@pytest.fixture
+def baseline(clean_run: tuple[Snapshot, dict[str, Any]]) -> Snapshot:
+    """The graph of an uninterrupted run."""
+    return clean_run[0]
 
 
 def test_baseline_is_complete(baseline: Snapshot) -> None:
@@ -283,3 +291,80 @@ def test_credentials_never_appear_in_output_logs_or_report(
     everything = proc.stdout + proc.stderr + report.read_text()
     for secret in (graph_server.password, "pdf-pass-9f3k"):
         assert secret not in everything
+
+
+# -- a crash inside llama.cpp, and what a run keeps of the work it had done --------------------------------------
+
+
+def test_a_native_crash_in_the_model_worker_is_one_line_and_a_rerun_resumes(
+    clean_run: tuple[Snapshot, dict[str, Any]],
+    graph: neo4j.Driver,
+    graph_server: GraphConn,
+    folder: Path,
+    tiny_model_path: Path,
+    tmp_path: Path,
+) -> None:
+    baseline, clean = clean_run
+    env = _env(graph_server, tmp_path / "home")
+    # A real SIGSEGV in the worker after 3 replies: batch 1 (2 chunks, 1 summary each) is written, and the
+    # first reply of batch 2 is in hand when it dies.
+    code, output = run_ingest(
+        folder, tiny_model_path, env | {"KG_ETL_TEST_FAULTS": "worker-crash-after=3"}, "--report", f"{tmp_path}/r.json"
+    )
+    assert code == 4, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    for words in ("tiny-lfm2.gguf", "SIGSEGV", "doc1.pdf chunks 3-4, pages", "rerun the same command"):
+        assert words in errors[0], errors[0]
+    assert "Traceback" not in output
+    assert_whole_batches(graph)
+    records, _, _ = graph.execute_query("MATCH (d:Document) RETURN d.status AS s, d.owner AS owner")
+    assert [(r["s"], r["owner"]) for r in records] == [("processing", None)], "resumable, and not claimed"
+    crashed = json.loads((tmp_path / "r.json").read_text())
+    assert "SIGSEGV" in crashed["error"] and crashed["documents"][0]["status"] == "interrupted"
+    assert crashed["llm_calls"] == 3
+
+    code, output = run_ingest(folder, tiny_model_path, env, "--report", f"{tmp_path}/r2.json")
+    assert code == 0, output
+    assert snapshot(graph) == baseline
+    # The reply that arrived before the crash was cached at once: only the missing work is asked for.
+    assert json.loads((tmp_path / "r2.json").read_text())["llm_calls"] == clean["llm_calls"] - 3
+
+
+def test_a_probe_that_crashes_falls_back_once_and_is_remembered(
+    graph: neo4j.Driver, graph_server: GraphConn, folder: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "placement.json"
+    env = _env(graph_server, tmp_path / "home", KG_ETL_PLACEMENT_CACHE=str(cache))
+    code, output = run_ingest(
+        folder, tiny_model_path, env | {"KG_ETL_TEST_FAULTS": "probe-crash-repack"}, "--report", f"{tmp_path}/r.json"
+    )
+    assert code == 0, output
+    assert output.count("using plain CPU buffers") == 1 and "SIGSEGV" in output
+    assert json.loads((tmp_path / "r.json").read_text())["models"][0]["placement"].startswith("plain")
+    remembered = cache.read_text()
+
+    reset_database(graph_server)  # the same work again, with an empty extraction cache: the model is needed
+    env = _env(graph_server, tmp_path / "home2", KG_ETL_PLACEMENT_CACHE=str(cache))
+    code, output = run_ingest(folder, tiny_model_path, env, "--report", f"{tmp_path}/r2.json")
+    assert code == 0, output
+    assert "using plain CPU buffers" not in output and cache.read_text() == remembered
+    assert json.loads((tmp_path / "r2.json").read_text())["models"][0]["placement"].startswith("plain")
+
+
+def test_ctrl_c_twice_still_writes_the_summary_and_the_report(
+    graph: neo4j.Driver, graph_server: GraphConn, folder: Path, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    proc = start_ingest(folder, tiny_model_path, _env(graph_server, tmp_path / "home"), "--report", str(report))
+    wait_for_chunks(graph, proc)
+    for _ in range(2):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "ingested" in output and "rerun" in output and "Traceback" not in output
+    written = json.loads(report.read_text())
+    assert written["interrupted"] and written["llm_calls"] > 0
+    assert_whole_batches(graph)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +18,7 @@ __all__ = [
     "ExtractionFailure",
     "Extractor",
     "Job",
+    "OnReply",
     "Reply",
 ]
 
@@ -55,16 +56,24 @@ class Reply:
     error: str | None = None
 
 
+# Called with a job's index and its reply as soon as the reply arrives.
+OnReply = Callable[[int, Reply], None]
+
+
 class Backend(Protocol):
-    """Runs jobs on a model: the resident llama.cpp model, or any LangChain chat model."""
+    """Runs jobs on a model: a llama.cpp model (its worker process), or any LangChain chat model."""
 
     @property
     def model_id(self) -> str:
         """Identifies the model in cache keys: another model gives other answers."""
         ...
 
-    def run(self, jobs: Sequence[Job]) -> list[Reply]:
-        """One reply per job, in order."""
+    def run(self, jobs: Sequence[Job], on_reply: OnReply | None = None) -> list[Reply]:
+        """One reply per job, in order; ``on_reply(i, reply)`` is called for each as it arrives.
+
+        Replies handed to ``on_reply`` are kept (cached) at once, so a crash or Ctrl-C in the middle of a
+        round loses only the replies still being generated.
+        """
         ...
 
 

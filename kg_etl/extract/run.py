@@ -176,13 +176,25 @@ class BatchExtractor:
             pending = [retry for group in _by_backend(pending, self.backend_for) for retry in self._round(*group)]
 
     def _round(self, backend: Backend, tasks: list[_Task]) -> list[_Task]:
-        """One round of jobs on one backend; returns the tasks to ask again."""
-        replies = backend.run([Job(tuple(t.messages), t.extractor.schema) for t in tasks])
-        return [
-            retry
-            for task, reply in zip(tasks, replies, strict=True)
-            if (retry := self._handle(task, reply)) is not None
-        ]
+        """One round of jobs on one backend; returns the tasks to ask again, in their order.
+
+        Each reply is handled (validated, cached) as it arrives, not when the round ends: a crash or a
+        Ctrl-C in the middle of a round then loses only the replies still being generated.
+        """
+        retries: dict[int, _Task] = {}
+        handled: set[int] = set()
+
+        def arrived(i: int, reply: Reply) -> None:
+            handled.add(i)
+            retry = self._handle(tasks[i], reply)
+            if retry is not None:
+                retries[i] = retry
+
+        replies = backend.run([Job(tuple(t.messages), t.extractor.schema) for t in tasks], on_reply=arrived)
+        for i, reply in enumerate(replies):  # a backend that hands over nothing early still gets each handled
+            if i not in handled:
+                arrived(i, reply)
+        return [retries[i] for i in sorted(retries)]
 
     def _from_cache(self, task: _Task) -> bool:
         failure = self._failed.get(task.key)

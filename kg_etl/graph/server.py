@@ -36,7 +36,7 @@ from kg_etl.config import kg_etl_home
 from kg_etl.errors import GraphServerError
 from kg_etl.graph.statements import PING
 
-__all__ = ["DATABASE", "USERNAME", "LocalGraphServer", "ServerInfo", "default_server"]
+__all__ = ["DATABASE", "USERNAME", "LocalGraphServer", "ServerInfo", "arcadedb_installed", "default_server"]
 
 DATABASE = "kg"
 USERNAME = "root"
@@ -361,6 +361,15 @@ def default_server() -> LocalGraphServer:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def arcadedb_installed() -> bool:
+    """Whether the local graph server can be started here (the ``local`` extra is installed)."""
+    try:
+        _arcadedb_paths()
+    except GraphServerError:
+        return False
+    return True
 
 
 def _arcadedb_paths() -> tuple[Path, Path]:

@@ -37,7 +37,7 @@ import ctypes
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +46,7 @@ import numpy as np
 
 from kg_etl.errors import ModelError
 from kg_etl.llm.grammar import GrammarError
-from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, Sampling
+from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, OnDone, Sampling
 
 __all__ = ["ParallelDecoder"]
 
@@ -178,28 +178,37 @@ class ParallelDecoder:
 
     # -- generation ------------------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenRequest], sampling: Sampling | None = None) -> list[Completion]:
+    def generate(
+        self, requests: Sequence[GenRequest], sampling: Sampling | None = None, on_done: OnDone | None = None
+    ) -> list[Completion]:
         """Complete every request, up to ``n_parallel`` at a time; same contract as ``LocalModel.generate``.
 
-        ``prompt_tokens`` counts what was evaluated for a request: a shared prefix is counted once, on the
-        first request admitted with it. ``seconds`` is the call's wall time split evenly over the requests,
-        so the model's stats keep adding up to wall time.
+        ``on_done(index, completion)`` is called as each request finishes, in finishing order, so that a
+        caller can keep each reply at once. ``prompt_tokens`` counts what was evaluated for a request: a
+        shared prefix is counted once, on the first request admitted with it. ``seconds`` is the wall time
+        since the previous request finished (the first: since the call began), so the model's stats keep
+        adding up to wall time.
         """
         if self._closed or self._model.closed:
             raise ModelError("this ParallelDecoder is closed (or its model is); create a new one")
         s = sampling or self._model.sampling
-        started = time.perf_counter()
         prompts = [self._prompt(r) for r in requests]
-        done: dict[int, _Slot] = {}
+        out: dict[int, Completion] = {}
+        clock = [time.perf_counter()]
+
+        def finished(slot: _Slot) -> None:
+            now = time.perf_counter()
+            completion = out[slot.index] = self._completion(slot, now - clock[0])
+            clock[0] = now
+            self._model.stats.add(completion)
+            if on_done is not None:
+                on_done(slot.index, completion)
+
         try:
-            self._run(prompts, requests, s, done)
+            self._run(prompts, requests, s, finished)
         finally:
             self._release()
-        seconds = (time.perf_counter() - started) / max(1, len(requests))
-        out = [self._completion(done[i], seconds) for i in range(len(requests))]
-        for completion in out:
-            self._model.stats.add(completion)
-        return out
+        return [out[i] for i in range(len(requests))]
 
     def _prompt(self, request: GenRequest) -> _Prompt:
         prefix, suffix = self._model.tokenize(request.prefix), self._model.tokenize(request.suffix)
@@ -215,7 +224,9 @@ class ParallelDecoder:
         max_tokens = request.max_tokens if request.max_tokens > 0 else self.n_ctx_per_seq - n
         return _Prompt(tuple(prefix), tuple(suffix), max_tokens)
 
-    def _run(self, prompts: list[_Prompt], requests: Sequence[GenRequest], s: Sampling, done: dict[int, _Slot]) -> None:
+    def _run(
+        self, prompts: list[_Prompt], requests: Sequence[GenRequest], s: Sampling, finished: Callable[[_Slot], None]
+    ) -> None:
         # Grouped by prefix, first appearance first: the holder then changes only between groups.
         first = {r.prefix: i for i, r in reversed(list(enumerate(requests)))}
         queue = deque(sorted(range(len(requests)), key=lambda i: first[requests[i].prefix]))
@@ -232,8 +243,7 @@ class ParallelDecoder:
             held = self._start(admitted, prompts, held)
             self._step([slot for slot in live.values() if slot.finish_reason is None])
             for seq_id in [q for q, slot in live.items() if slot.finish_reason is not None]:
-                finished = self._retire(live.pop(seq_id))
-                done[finished.index] = finished
+                finished(self._retire(live.pop(seq_id)))
 
     def _start(
         self, slots: list[_Slot], prompts: list[_Prompt], held: tuple[int, ...] | None

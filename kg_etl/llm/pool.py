@@ -1,11 +1,13 @@
-"""The models of a run: each loaded on first use, at most one resident unless asked, all closed explicitly.
+"""The models of a run: each started on first use in a worker process, at most one resident unless asked.
 
 Every extractor shares one model by default. A user may give an extractor a model of its own (QA validation
 on LFM2-700M, say); the pipeline then orders its work by model so that each distinct model is loaded once,
 and the pool closes the resident model before it loads another (unless ``keep_loaded``): the user's earlier
-pipeline died of GPU out-of-memory with every step's model resident at once. A job for a model that is not
-resident is still run, correctly, by swapping models: ordering the work well is an optimisation, and
-``ModelUse.loads`` shows whether it held.
+pipeline died of GPU out-of-memory with every step's model resident at once. Each model runs in a worker
+process of its own (``kg_etl.llm.worker``), so closing it gives every byte of its RAM and VRAM back to the
+OS, and a crash inside llama.cpp kills only that process: the run says so in one line instead of vanishing.
+A job for a model that is not resident is still run, correctly, by swapping models: ordering the work well
+is an optimisation, and ``ModelUse.loads`` shows whether it held.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from kg_etl.config import IngestSettings
-from kg_etl.extract.base import Job, Reply
-from kg_etl.llm.backend import LlamaBackend
-from kg_etl.llm.parallel import ParallelDecoder
+from kg_etl.extract.base import Job, OnReply, Reply
+from kg_etl.llm.placement import resolve_placement
+from kg_etl.llm.protocol import WorkerSpec
 from kg_etl.llm.registry import resolve_model
-from kg_etl.llm.runtime import LocalModel, ModelStats, Sampling, Tokenizer, model_file_id
+from kg_etl.llm.runtime import ModelStats, Sampling, Tokenizer, default_threads, model_file_id
+from kg_etl.llm.worker import ModelWorker, WorkerBackend
 
 __all__ = ["ModelPool", "ModelUse", "PooledBackend"]
-
-_MIN_CTX = 512  # llama.cpp's smallest useful context
 
 
 class ModelUse(BaseModel):
@@ -34,34 +35,25 @@ class ModelUse(BaseModel):
     model_id: str
     loads: int = 0
     offloaded: bool = False
+    placement: str = Field(default="", description="CPU weights: repacked, or plain (and why)")
+    threads: int = 0
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = Field(default=0.0, description="time spent generating")
-
-
-class _Resident:
-    """A loaded model and, with ``parallel > 1``, the batched decoder that shares its weights."""
-
-    def __init__(self, model: LocalModel, engine: ParallelDecoder | None) -> None:
-        self.model, self.engine = model, engine
-        self.backend = LlamaBackend(model, engine)
-
-    def close(self) -> None:
-        if self.engine is not None:  # it holds a context on the model's weights: closed first
-            self.engine.close()
-        self.model.close()
+    worker_peak_rss_mb: float | None = Field(default=None, description="the most memory its worker process held")
+    ipc_seconds: float = Field(default=0.0, description="time spent passing work to and from the worker")
 
 
 class ModelPool:
-    """Loads the run's models by reference (manifest name or .gguf path) as work needs them."""
+    """Starts the run's models (by manifest name or .gguf path) in worker processes as work needs them."""
 
     def __init__(self, settings: IngestSettings, notify: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self._notify = notify or (lambda _: None)
         self._paths: dict[str, Path] = {}
         self._tokenizers: dict[str, Tokenizer] = {}
-        self._resident: dict[str, _Resident] = {}
+        self._resident: dict[str, WorkerBackend] = {}
         self.usage: dict[str, ModelUse] = {}
         self.max_resident = 0
 
@@ -80,14 +72,14 @@ class ModelPool:
             self._tokenizers[ref] = Tokenizer(self.path(ref))
         return self._tokenizers[ref]
 
-    def backend(self, ref: str) -> LlamaBackend:
-        """The model's backend, loading it (and first closing the resident one, unless kept) if needed."""
+    def backend(self, ref: str) -> WorkerBackend:
+        """The model's backend, starting its worker (and first ending the resident one, unless kept) if needed."""
         resident = self._resident.get(ref)
         if resident is None:
             if not self.settings.keep_models_loaded:
                 self.release_all()
             resident = self._load(ref)
-        return resident.backend
+        return resident
 
     @property
     def resident(self) -> list[str]:
@@ -96,37 +88,37 @@ class ModelPool:
     def stats(self) -> ModelStats:
         """Totals over every model of the run so far, resident or closed."""
         total = ModelStats()
-        for use in self.usage.values():
-            total.calls += use.calls
-            total.prompt_tokens += use.prompt_tokens
-            total.completion_tokens += use.completion_tokens
-            total.seconds += use.seconds
-        for resident in self._resident.values():
-            live = resident.model.stats
-            total.calls += live.calls
-            total.prompt_tokens += live.prompt_tokens
-            total.completion_tokens += live.completion_tokens
-            total.seconds += live.seconds
+        parts: list[ModelUse | ModelStats] = [*self.usage.values()]
+        parts += [backend.worker.stats for backend in self._resident.values()]
+        for part in parts:
+            total.calls += part.calls
+            total.prompt_tokens += part.prompt_tokens
+            total.completion_tokens += part.completion_tokens
+            total.seconds += part.seconds
         return total
 
     def release(self, ref: str) -> None:
-        """Close a resident model now, keeping what it did in ``usage``."""
-        resident = self._resident.pop(ref, None)
-        if resident is None:
+        """End a resident model's worker now (all of its memory goes back), keeping what it did in ``usage``."""
+        backend = self._resident.pop(ref, None)
+        if backend is None:
             return
-        use, stats = self.usage[ref], resident.model.stats
-        use.calls += stats.calls
-        use.prompt_tokens += stats.prompt_tokens
-        use.completion_tokens += stats.completion_tokens
-        use.seconds += stats.seconds
-        resident.close()
+        worker, use = backend.worker, self.usage[ref]
+        try:
+            worker.close()
+        finally:
+            use.calls += worker.stats.calls
+            use.prompt_tokens += worker.stats.prompt_tokens
+            use.completion_tokens += worker.stats.completion_tokens
+            use.seconds += worker.stats.seconds
+            use.ipc_seconds += max(0.0, worker.wall_seconds - worker.worker_seconds)
+            use.worker_peak_rss_mb = max(use.worker_peak_rss_mb or 0.0, worker.peak_rss_mb or 0.0) or None
 
     def release_all(self) -> None:
         for ref in list(self._resident):
             self.release(ref)
 
     def close(self) -> None:
-        """Close every model and tokenizer: their memory (VRAM included) is freed now, not at exit."""
+        """End every worker and close every tokenizer: their memory (VRAM included) is freed now."""
         self.release_all()
         for tokenizer in self._tokenizers.values():
             tokenizer.close()
@@ -138,30 +130,32 @@ class ModelPool:
             self.usage[ref] = ModelUse(name=path.stem, model_id=model_file_id(path))
         return self.usage[ref]
 
-    def _load(self, ref: str) -> _Resident:
-        s, use = self.settings, self._use(ref)
-        # With a batched decoder every generation runs in the decoder's context, so the model's own needs
-        # only the minimum: its KV cache would be n_ctx cells (~96 MiB for 1.2B at 8k) never used.
-        model = LocalModel(
-            self.path(ref),
-            n_ctx=s.n_ctx if s.parallel == 1 else _MIN_CTX,
+    def _load(self, ref: str) -> WorkerBackend:
+        s, use, path = self.settings, self._use(ref), self.path(ref)
+        threads = s.threads or default_threads()
+        placement = resolve_placement(path, s.cpu_repack, n_gpu_layers=s.gpu_layers, threads=threads)
+        if placement.source == "probe" and placement.crashed:
+            self._notify(f"{path.name}: {placement.reason}; using plain CPU buffers (kg-etl doctor says more)")
+        spec = WorkerSpec(
+            path=str(path),
+            n_ctx=s.n_ctx,
             n_gpu_layers=s.gpu_layers,
             require_gpu=s.require_gpu,
-            n_threads=s.threads,
+            threads=threads,
             sampling=Sampling.deterministic() if s.deterministic else Sampling(),
+            parallel=s.parallel,
+            n_ctx_per_seq=s.n_ctx,
+            extra_bufts=placement.extra_bufts,
         )
-        try:
-            engine = ParallelDecoder(model, s.parallel, n_ctx_per_seq=s.n_ctx) if s.parallel > 1 else None
-        except BaseException:
-            model.close()
-            raise
-        resident = self._resident[ref] = _Resident(model, engine)
+        backend = self._resident[ref] = WorkerBackend(ModelWorker(spec))
+        info = backend.worker.info
         use.loads += 1
-        use.offloaded = model.offloaded
+        use.offloaded, use.placement, use.threads = info.offloaded, placement.label, threads
         self.max_resident = max(self.max_resident, len(self._resident))
-        where = "GPU (all layers offloaded)" if model.offloaded else "CPU"
-        self._notify(f"model {model.path.name} loaded on the {where}")
-        return resident
+        where = "GPU (all layers offloaded)" if info.offloaded else f"CPU ({threads} threads, {placement.label})"
+        seconds = backend.worker.start_seconds
+        self._notify(f"model {path.name} loaded on the {where} in {seconds:.1f} s (worker pid {info.pid})")
+        return backend
 
 
 class PooledBackend:
@@ -174,5 +168,5 @@ class PooledBackend:
     def model_id(self) -> str:
         return self.pool.model_id(self.ref)
 
-    def run(self, jobs: Sequence[Job]) -> list[Reply]:
-        return self.pool.backend(self.ref).run(jobs)
+    def run(self, jobs: Sequence[Job], on_reply: OnReply | None = None) -> list[Reply]:
+        return self.pool.backend(self.ref).run(jobs, on_reply)

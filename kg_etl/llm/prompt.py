@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
 from langchain_core.prompts import ChatPromptTemplate
 
+from kg_etl.llm.protocol import SPLIT
 from kg_etl.models import Chunk
 
 __all__ = ["SPLIT", "chunk_messages", "retry_messages", "to_chat_dicts"]
 
-# Marks where the shared prefix ends inside the rendered prompt. A control character: the reader strips
-# those from document text, so it can never occur in a chunk.
-SPLIT = "\x1e"
 
 SYSTEM = (
     "You are a precise information-extraction system. You read one excerpt of a document and answer "
