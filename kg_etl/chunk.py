@@ -23,6 +23,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
+from kg_etl.defaults import CHUNK_TOKENS, OVERLAP_TOKENS
 from kg_etl.errors import ConfigError
 from kg_etl.models import PAGE_SEPARATOR, TEXT_STATUSES, Chunk, Page, PageStatus, content_id
 
@@ -38,9 +39,9 @@ __all__ = [
 # instructions, the JSON schema and the longest reply fit a 4-8k context that keeps the KV cache small. A
 # dense page (~600-900 tokens) makes one or two chunks, so page citations stay narrow. Peers use 100 tokens
 # (too little context for a fact), 512 (docling) or 1200 (too much for a small model to read closely).
-DEFAULT_MAX_TOKENS = 512
+DEFAULT_MAX_TOKENS = CHUNK_TOKENS
 # 64 tokens (~one or two sentences): a fact cut at a chunk end is whole in the next chunk, at ~12% extra work.
-DEFAULT_OVERLAP_TOKENS = 64
+DEFAULT_OVERLAP_TOKENS = OVERLAP_TOKENS
 
 TokenCounter = Callable[[str], int]
 

@@ -10,7 +10,12 @@ to an unnamed temporary file while the groups form, then to the output without a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +49,7 @@ __all__ = [
     "SummaryRecord",
     "TopicRecord",
     "export",
+    "export_to",
     "format_qa",
     "iter_qa",
     "iter_records",
@@ -328,7 +334,7 @@ class QAOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: QAFormat = "plain"
-    validated_only: bool = Field(default=False, description="only pairs the validation pass judged valid")
+    validated_only: bool = Field(default=True, description="only pairs the validation pass judged valid")
     min_score: float | None = Field(default=None, ge=0, le=1, description="only pairs scored at least this")
     dedup: bool = Field(default=True, description="drop near-duplicate questions, keeping the best of each group")
     system: str = Field(default=DEFAULT_SYSTEM, description="the system turn of chat and sharegpt ('' for none)")
@@ -442,11 +448,69 @@ def export(
     return _export_qa(graph, out, documents, qa or QAOptions(), page_size)
 
 
+def export_to(
+    graph: Graph,
+    target: str,
+    kind: str = "qa",
+    documents: Sequence[str] = (),
+    qa: QAOptions | None = None,
+    *,
+    stdout: TextIO | None = None,
+) -> ExportReport:
+    """``export`` into a file (``"-"``: ``stdout``), written whole or not at all.
+
+    The records go to a new temporary file in the target's folder, created exclusively and never through
+    a link (``O_CREAT | O_EXCL | O_NOFOLLOW``), which then replaces the target. Only a regular file is ever
+    replaced: a device, a FIFO, a folder or a symbolic link at the target is refused, so an export can
+    neither write through a planted link nor turn ``/dev/full`` into a file.
+
+    Raises:
+        ConfigError: the target is not a regular file, its folder is missing, or writing failed (disk
+            full, permission, a closed stdout), in one line naming the path.
+    """
+    if target == "-":
+        out = stdout or sys.stdout
+        try:
+            report = export(graph, out, kind, documents, qa)
+            out.flush()
+        except OSError as e:
+            raise ConfigError(f"standard output: cannot write the export ({e.strerror or e})") from e
+        return report
+    path = Path(target)
+    _check_target(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            report = export(graph, f, kind, documents, qa)
+        os.replace(partial, path)
+    except OSError as e:  # the graph's own OSErrors arrive as GraphError, so this one is the file's
+        raise ConfigError(f"{path}: cannot write it ({e.strerror or e}); check its folder and disk") from e
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+    return report
+
+
+def _check_target(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ConfigError(f"{path}: the folder {path.parent} does not exist") from None
+        return
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot check the output path ({e.strerror or e})") from e
+    if not stat.S_ISREG(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"{path}: {what}; export writes regular files only (use - for stdout)")
+
+
 def _export_qa(graph: Graph, out: TextIO, documents: Sequence[str], options: QAOptions, page_size: int) -> ExportReport:
     """One read of the graph. With dedup, lines go to an unnamed temporary file while the groups form, then
     to ``out`` without the dropped positions: the disk holds the output once, memory only the groups."""
     report = ExportReport(kind="qa")
-    kept = _filtered(iter_qa(graph, documents, QAOptions(), page_size), options, report)
+    kept = _filtered(iter_qa(graph, documents, QAOptions(validated_only=False), page_size), options, report)
     if not options.dedup:
         for record in kept:
             out.write(_line(format_qa(record, options.format, options.system)))

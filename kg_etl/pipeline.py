@@ -31,7 +31,7 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
 from kg_etl.extract.keywords import KEYWORDS
 from kg_etl.extract.qa import QA
-from kg_etl.extract.run import BatchExtractor
+from kg_etl.extract.run import BatchExtractor, Validations
 from kg_etl.extract.summary import SUMMARY, Summary
 from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.graph.connection import Graph
@@ -82,6 +82,8 @@ class DocumentReport(BaseModel):
     failures: list[ExtractionFailure] = Field(default_factory=list)
     llm_calls: int = 0
     prompt_tokens: int = 0
+    qa_pairs: int = 0
+    qa_valid: int = Field(default=0, description="QA pairs the validation pass judged valid")
     replaced: list[str] = Field(default_factory=list, description="ids of older versions removed")
     seconds: float = 0.0
 
@@ -115,15 +117,17 @@ class IngestReport(BaseModel):
 class Event(BaseModel):
     """Progress for whoever displays it.
 
-    ``kind``: run_start (total = files), document_start (total = pages), stage (message = what the model
-    is doing), batch (done = pages read so far, tokens_per_s), document_end (report), notice (message).
+    ``kind``: run_start (total = files), document_start (total = pages), stage (message = the batch in
+    hand), progress (message = what the model is doing and how many replies are in; done = pages done,
+    counting the batch's share of replies; tokens_per_s), batch (done = pages read so far, tokens_per_s),
+    document_end (report), notice (message).
     """
 
     kind: str
     path: str = ""
     message: str = ""
     total: int | None = None
-    done: int | None = None
+    done: float | None = None
     tokens_per_s: float | None = None
     report: DocumentReport | None = None
 
@@ -275,6 +279,7 @@ class _Run:
             backends={name: self.backends[settings.model_for(name)] for name in EXTRACTOR_NAMES},
         )
         self.warmed: dict[str, tuple[int, int]] = {}  # doc id -> LLM calls and prompt tokens of warm-up passes
+        self.pages_shown = 0.0  # how far the progress display's pages bar is, in the current document
 
     def close(self, report: IngestReport) -> None:
         report.models = [use for use in self.pool.usage.values() if use.loads]
@@ -337,6 +342,7 @@ class _Run:
 
     def _claimed(self, doc: PdfDocument, report: DocumentReport) -> None:
         meta = doc.meta
+        self.pages_shown = 0.0
         self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
         runner = self.runner
         calls, tokens = self.warmed.pop(meta.id, (0, 0))
@@ -382,23 +388,43 @@ class _Run:
         if not batch:
             return prev
         self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
-        with _crash_context(batch, meta):
+        with self._working(batch, meta):
             extractions = runner.run(batch, meta.title or meta.name)
         self.writer.write_batch(extractions, prev, owner=self.owner)
         for extraction in extractions:
             self._count(extraction, report)
-        stats = self.pool.stats()
-        self.on_event(
-            Event(
-                kind="batch",
-                path=meta.path,
-                done=batch[-1].page_end,
-                tokens_per_s=stats.completion_tokens / stats.seconds if stats.seconds else None,
-            )
-        )
+        self.on_event(Event(kind="batch", path=meta.path, done=batch[-1].page_end, tokens_per_s=self._speed()))
         last = batch[-1].id
         batch.clear()
         return last
+
+    def _speed(self) -> float | None:
+        stats = self.pool.stats()
+        return stats.completion_tokens / stats.seconds if stats.seconds else None
+
+    @contextlib.contextmanager
+    def _working(self, batch: Sequence[Chunk], meta: DocumentMeta) -> Iterator[None]:
+        """Extraction on a batch: progress told reply by reply, and a worker crash told with the batch."""
+        first = batch[0].page_start - 1 if batch else meta.n_pages
+        span = batch[-1].page_end - first if batch else 0
+
+        def progress(stage: str, done: int, total: int) -> None:
+            # The chunk extractors' share of the batch moves the pages bar; later passes only say what they do.
+            # Batches share pages where a chunk crosses one, so the bar never moves back.
+            pages = None
+            if total and stage not in _LATER_PASSES:
+                pages = self.pages_shown = max(self.pages_shown, first + span * done / total)
+            message = f"{stage}: {done}/{total} replies"
+            self.on_event(
+                Event(kind="progress", path=meta.path, message=message, done=pages, tokens_per_s=self._speed())
+            )
+
+        self.runner.on_progress = progress
+        try:
+            with _crash_context(batch, meta):
+                yield
+        finally:
+            self.runner.on_progress = None
 
     @staticmethod
     def _count(extraction: ChunkExtraction, report: DocumentReport) -> None:
@@ -407,6 +433,10 @@ class _Run:
         report.failures.extend(extraction.failures)
         report.llm_calls += extraction.llm_calls
         report.prompt_tokens += extraction.prompt_tokens
+        validations = extraction.results.get("validation")
+        if isinstance(validations, Validations):
+            report.qa_pairs += len(validations.items)
+            report.qa_valid += sum(v is not None and v.verdict == "valid" for v in validations.items)
         for name, result in extraction.results.items():
             items: object = next(iter(result.model_dump().values()), [])
             report.extractions[name] = report.extractions.get(name, 0) + (len(items) if isinstance(items, list) else 1)
@@ -421,7 +451,7 @@ class _Run:
         summaries = list(self.writer.chunk_summaries(meta.id).values())
         if not summaries:
             return
-        with _crash_context([], meta):
+        with self._working([], meta):
             result = runner.summarise_document(summaries, meta.title or meta.name, approx_tokens)
         if isinstance(result, ExtractionFailure):
             report.failures.append(result)
@@ -494,6 +524,7 @@ class _Run:
 
     def _warm_chunks(self, doc: PdfDocument, backend: Backend) -> bool:
         meta = doc.meta
+        self.pages_shown = 0.0
         self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
         done = self.writer.done_chunk_ids(meta.id)
         summaries = self.writer.chunk_summaries(meta.id)  # the document summary is built from all of them
@@ -509,14 +540,14 @@ class _Run:
             summaries |= self._warm_batch(batch, meta, backend)
         if "summary" in {e.name for e in self.extractors} and self.runner.backend_for(SUMMARY) is backend:
             ordered = [summaries[i] for i in sorted(summaries)]
-            with _crash_context([], meta):
+            with self._working([], meta):
                 self.runner.summarise_document(ordered, meta.title or meta.name, approx_tokens)
         return True
 
     def _warm_batch(self, batch: list[Chunk], meta: DocumentMeta, backend: Backend) -> dict[int, str]:
         """Runs one model's jobs for a batch; returns the chunk summaries now known, by chunk index."""
         self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
-        with _crash_context(batch, meta):
+        with self._working(batch, meta):
             outs = self.runner.run(batch, meta.title or meta.name, only=backend)
         calls, tokens = self.warmed.get(meta.id, (0, 0))
         calls += sum(out.llm_calls for out in outs)
@@ -524,6 +555,9 @@ class _Run:
         self.on_event(Event(kind="batch", path=meta.path, done=batch[-1].page_end))
         batch.clear()
         return {o.chunk.index: r.summary for o in outs if isinstance(r := o.results.get("summary"), Summary)}
+
+
+_LATER_PASSES = ("validation", "document summary")
 
 
 def _doing(batch: Sequence[Chunk], meta: DocumentMeta) -> str:

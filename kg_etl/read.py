@@ -43,6 +43,7 @@ from pypdf import PageObject, PdfReader
 from pypdf.errors import DependencyError
 from pypdf.generic import ArrayObject, IndirectObject
 
+from kg_etl.defaults import READ_TIMEOUT_S
 from kg_etl.errors import ConfigError, PasswordError, ReadError
 from kg_etl.models import PAGE_SEPARATOR, TEXT_STATUSES, DocumentMeta, Page, PageStatus, sha256_file
 from kg_etl.text import GARBLE_THRESHOLD, garble_score, normalise
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 # Generous: the slowest corpus file reads at ~25 pages/s on one core; a 350-page book needs ~15 s.
-DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_TIMEOUT_S = READ_TIMEOUT_S  # one default for the library and the command line
 
 _T = TypeVar("_T")
 

@@ -18,9 +18,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-import gguf
 import numpy as np
 import numpy.typing as npt
+
+try:
+    import gguf
+except ImportError as e:  # a test-and-benchmark helper: the runtime never imports it
+    raise ImportError("kg_etl.testing writes GGUF files with the gguf package: pip install 'kg-etl[bench]'") from e
 
 __all__ = ["PRESETS", "ModelShape", "write_tiny_model"]
 

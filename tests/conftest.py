@@ -12,6 +12,7 @@ Graph fixtures, from broad to narrow:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -70,9 +71,24 @@ class GraphConn:
         return f"http://127.0.0.1:{self.info.http_port}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_orphaned_servers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Stop graph servers that an earlier test run left behind (killed before its clean-up ran).
+
+    pytest keeps the last few runs' temporary folders; a server recorded there whose process lives on with
+    no parent (re-parented to init) is one nobody will stop. A server of a run still going has its parent.
+    """
+    import psutil
+
+    for info in tmp_path_factory.getbasetemp().parent.glob("*/**/server.json"):
+        with contextlib.suppress(ValueError, OSError, psutil.Error):
+            if psutil.Process(json.loads(info.read_text())["pid"]).ppid() == 1:
+                LocalGraphServer(info.parent).stop()
+
+
 @pytest.fixture(scope="session")
 def graph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphConn]:
-    server = LocalGraphServer(tmp_path_factory.mktemp("graph"))
+    server = LocalGraphServer(tmp_path_factory.mktemp("graph"), die_with_parent=True)
     info = server.start()
     try:
         yield GraphConn(info.uri, info.username, server.password(), info.database, info)

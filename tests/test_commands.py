@@ -32,3 +32,28 @@ def test_every_command_has_help_and_a_place_in_the_readme(path: tuple[str, ...])
         command = command.commands[name]
     assert command.help and len(command.help.split()) >= 3, f"kg-etl {' '.join(path)} has no real help text"
     assert f"kg-etl {path[0]}" in README, f"the README never shows `kg-etl {path[0]}`"
+    if not isinstance(command, click.Group):
+        assert "Example" in command.help and f"kg-etl {path[0]}" in command.help, "show an example in --help"
+
+
+def test_help_names_the_defaults_a_user_must_otherwise_guess() -> None:
+    from kg_etl.cli.system import BENCH_PRESETS
+    from kg_etl.defaults import DEFAULT_CATEGORIES
+    from kg_etl.testing import PRESETS
+
+    ingest = CliRunner().invoke(cli, ["ingest", "--help"], terminal_width=200).output
+    assert all(label in ingest for label in DEFAULT_CATEGORIES)
+    bench = CliRunner().invoke(cli, ["bench", "--help"], terminal_width=200).output
+    assert set(BENCH_PRESETS) == set(PRESETS) and all(name in bench for name in BENCH_PRESETS)
+
+
+def test_the_command_line_loads_no_library_it_does_not_need_for_help() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, kg_etl.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
+    heavy = {"langchain_core", "neo4j", "llama_cpp", "numpy", "pydantic", "rich", "pypdf"}
+    assert not heavy & loaded, f"imported just for --help: {sorted(heavy & loaded)}"

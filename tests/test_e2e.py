@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from kg_etl.cli import cli
-from tests.pdfs import make_pdf
+from kg_etl.samples import make_pdf
 
 PAGES = [
     ["Photosynthesis converts light energy into chemical energy.", "Chlorophyll absorbs red and blue light."],

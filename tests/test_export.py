@@ -1,7 +1,7 @@
 """The export: QA datasets (schema, formats, filters, near-duplicates, stable order) and every other kind.
 
 The graph is written by the real ``GraphWriter`` from hand-made extractions, so the export reads exactly what an
-ingest leaves behind; the large-graph test writes plain ``UNWIND ... CREATE`` batches (benchmarks/bench_export.py).
+ingest leaves behind; the large-graph test writes plain ``UNWIND ... CREATE`` batches (kg_etl/bench/bench_export.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel, SecretStr
 
-from benchmarks.bench_export import measure_in_fresh_process, write_synthetic
-from kg_etl.cli import EXIT_ERROR, cli
+from kg_etl.bench.bench_export import measure_in_fresh_process, write_synthetic
+from kg_etl.cli import cli
+from kg_etl.cli.app import EXIT_ERROR
 from kg_etl.errors import ConfigError
 from kg_etl.export import (
     FORMATS,
@@ -177,7 +178,9 @@ def _export(
     kg: Graph, kind: str = "qa", documents: tuple[str, ...] = (), **options: Any
 ) -> tuple[list[dict[str, Any]], ExportReport]:
     out = io.StringIO()
-    report = export(kg, out, kind, documents, QAOptions(**options) if kind == "qa" else None)
+    # Every pair unless a test asks for the filter: the library, like the command line, keeps valid ones by default.
+    qa = QAOptions(**{"validated_only": False} | options) if kind == "qa" else None
+    report = export(kg, out, kind, documents, qa)
     return [json.loads(line) for line in out.getvalue().split("\n") if line], report
 
 
@@ -316,7 +319,7 @@ def test_unknown_document_and_misplaced_options_are_config_errors(kg: Graph, cor
     with pytest.raises(ConfigError, match=r"nope\.pdf"):
         _export(kg, documents=("nope.pdf",))
     with pytest.raises(ConfigError, match="--kind qa"):
-        export(kg, io.StringIO(), "facts", qa=QAOptions(validated_only=True))
+        export(kg, io.StringIO(), "facts", qa=QAOptions(validated_only=False))
     with pytest.raises(ConfigError, match="unknown export kind"):
         export(kg, io.StringIO(), "entities")
 
@@ -462,12 +465,17 @@ def test_cli_export_to_a_file_and_to_stdout(
 ) -> None:
     runner = CliRunner()
     out = tmp_path / "qa.jsonl"
-    result = runner.invoke(cli, ["export", str(out)], catch_exceptions=False)
+    result = runner.invoke(cli, ["export", str(out), "--all"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "7 qa records written" in result.stderr
     assert "4 near-duplicate questions removed" in result.stderr
-    assert not (tmp_path / "qa.jsonl.part").exists()
+    assert list(tmp_path.iterdir()) == [out], "no temporary file is left beside it"
     assert {json.loads(line)["question"] for line in out.read_text(encoding="utf-8").splitlines()} == KEPT
+
+    # By default, as the README says: the validated pairs only, and stderr says how many were left out.
+    result = runner.invoke(cli, ["export", "-"], catch_exceptions=False)
+    verdicts = {json.loads(line)["verdict"] for line in result.stdout.splitlines()}
+    assert verdicts == {"valid"} and "not valid (--all writes them)" in result.stderr
 
     result = runner.invoke(cli, ["export", "-", "--format", "alpaca", "--validated-only", "--min-score", "0.9"])
     assert result.exit_code == 0, result.output
@@ -482,7 +490,7 @@ def test_cli_export_to_a_file_and_to_stdout(
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["Paris is the capital of France."]
 
-    result = runner.invoke(cli, ["export", "-", "--keep-duplicates"])
+    result = runner.invoke(cli, ["export", "-", "--keep-duplicates", "--all"])
     assert len(result.stdout.splitlines()) == len(ALL_QUESTIONS)
 
 
@@ -509,7 +517,7 @@ def test_cli_export_to_a_missing_folder_is_a_one_line_error(
 ) -> None:
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "missing" / "qa.jsonl")])
     assert result.exit_code == EXIT_ERROR, result.output
-    assert "cannot write it" in result.stderr and "Traceback" not in result.output
+    assert "missing does not exist" in result.stderr and "Traceback" not in result.output
 
 
 def test_cli_choices_match_the_library() -> None:
@@ -532,8 +540,8 @@ def test_a_large_export_streams_in_flat_memory(
     removal (pure streaming: flat), then with it (plus its per-question state, documented in NearDuplicates)."""
     written = write_synthetic(graph, graph_server.database, LARGE)
     out = tmp_path / "qa.jsonl"
-    streaming = measure_in_fresh_process(kg.settings, out, QAOptions(dedup=False))
-    deduped = measure_in_fresh_process(kg.settings, out, QAOptions())
+    streaming = measure_in_fresh_process(kg.settings, out, QAOptions(dedup=False, validated_only=False))
+    deduped = measure_in_fresh_process(kg.settings, out, QAOptions(validated_only=False))
     print(f"\n{LARGE} QA pairs, --keep-duplicates: {json.dumps(streaming)}")
     print(f"{LARGE} QA pairs, default: {json.dumps(deduped)}")
     assert streaming["written"] == LARGE and streaming["duplicates_removed"] == 0

@@ -282,7 +282,7 @@ def test_prefix_reuse_gives_the_same_greedy_text_as_full_prompts(reuse_runs: dic
     assert [c.text for c in reused] == reuse_runs["unrestored"]
     # And the same as one evaluation of the whole prompt. llama.cpp batches that prompt differently, so this
     # holds only while rounding differences don't flip a greedy choice: true for the tiny model; a
-    # random-weight 1.2B-shaped one flipped 4 of 6 replies on one chunk (benchmarks/bench_llm.py).
+    # random-weight 1.2B-shaped one flipped 4 of 6 replies on one chunk (kg_etl/bench/bench_llm.py).
     assert [c.text for c in reused] == [c.text for c in scratch]
     assert [c.finish_reason for c in reused] == [c.finish_reason for c in scratch]
     assert all(c.completion_tokens > 0 for c in reused)

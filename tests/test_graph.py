@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from kg_etl.cli import EXIT_ERROR, cli
+from kg_etl.cli import cli
+from kg_etl.cli.app import EXIT_ERROR
 from kg_etl.errors import GraphError
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.categories import categories_extractor

@@ -29,7 +29,7 @@ from kg_etl.llm.protocol import WorkerSpec
 from kg_etl.llm.runtime import model_file_id
 from kg_etl.llm.worker import ModelWorker
 from kg_etl.pipeline import Event, model_order, select_extractors
-from tests.pdfs import make_pdf
+from kg_etl.samples import make_pdf
 from tests.test_extract import SOURCE, Script, ScriptedChat, all_extractors, forbidden, make_chunk, queue
 
 # -- the order of the work ---------------------------------------------------------------------------------

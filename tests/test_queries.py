@@ -23,9 +23,9 @@ from kg_etl.graph import statements as st
 from kg_etl.graph.connection import Graph, GraphSettings, split_cypher
 from kg_etl.graph.writer import GraphWriter
 from kg_etl.pipeline import ingest
+from kg_etl.samples import make_pdf
 from tests.conftest import GraphConn, reset_database
 from tests.extractions import chunks_of, document, extraction, valid, write_document
-from tests.pdfs import make_pdf
 
 QUERY_DIR = Path(__file__).resolve().parents[1] / "cypher" / "queries"
 QUERIES = sorted(QUERY_DIR.glob("*.cypher"))

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from kg_etl.errors import ConfigError, PasswordError, ReadError
 from kg_etl.models import PAGE_SEPARATOR, Page, PageStatus, document_text
 from kg_etl.read import open_pdf, password_for, read_password_map
+from kg_etl.samples import make_pdf
 from kg_etl.text import GARBLE_THRESHOLD, garble_score, normalise, normalise_with_map
-from tests.pdfs import make_pdf
 
 # -- normalisation ------------------------------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ import neo4j
 import pytest
 
 from kg_etl.graph.server import LocalGraphServer
+from kg_etl.samples import make_pdf
 from tests.conftest import GraphConn, reset_database
-from tests.pdfs import make_pdf
 
 BATCH = 2
 ARGS = ["--deterministic", "--batch", str(BATCH), "--chunk-tokens", "64", "--overlap-tokens", "8",

@@ -27,7 +27,7 @@ from kg_etl.llm.grammar import parse_reply
 from kg_etl.llm.prompt import chunk_messages, retry_messages
 from kg_etl.models import Chunk, content_id
 
-__all__ = ["BatchExtractor", "DocumentSummary", "Validations"]
+__all__ = ["BatchExtractor", "DocumentSummary", "OnProgress", "Validations"]
 
 # Tokens of chunk summaries merged per reduce call: with instructions and reply, well inside a 4k context.
 REDUCE_BUDGET = 1500
@@ -80,6 +80,8 @@ class BatchExtractor:
         self.cache = cache
         self.validate = validate
         self._failed: dict[str, ExtractionFailure] = {}  # by key: not asked again in this run
+        # Told what the model is doing (e.g. "facts, keywords") and how many replies of how many are in.
+        self.on_progress: OnProgress | None = None
 
     def backend_for(self, extractor: Extractor) -> Backend:
         return self.backends.get(extractor.name, self.backend)
@@ -172,10 +174,15 @@ class BatchExtractor:
         pending = [task for task in tasks if not self._from_cache(task)]
         if only is not None:
             pending = [task for task in pending if self.backend_for(task.extractor) is only]
+        progress = _Progress(self.on_progress, len(pending))
         while pending:
-            pending = [retry for group in _by_backend(pending, self.backend_for) for retry in self._round(*group)]
+            retries = [
+                retry for group in _by_backend(pending, self.backend_for) for retry in self._round(*group, progress)
+            ]
+            progress.total += len(retries)
+            pending = retries
 
-    def _round(self, backend: Backend, tasks: list[_Task]) -> list[_Task]:
+    def _round(self, backend: Backend, tasks: list[_Task], progress: _Progress | None = None) -> list[_Task]:
         """One round of jobs on one backend; returns the tasks to ask again, in their order.
 
         Each reply is handled (validated, cached) as it arrives, not when the round ends: a crash or a
@@ -184,11 +191,18 @@ class BatchExtractor:
         retries: dict[int, _Task] = {}
         handled: set[int] = set()
 
+        stage = _stage(tasks)
+        if progress is not None:
+            progress.report(stage)
+
         def arrived(i: int, reply: Reply) -> None:
             handled.add(i)
             retry = self._handle(tasks[i], reply)
             if retry is not None:
                 retries[i] = retry
+            if progress is not None:
+                progress.done += 1
+                progress.report(stage)
 
         replies = backend.run([Job(tuple(t.messages), t.extractor.schema) for t in tasks], on_reply=arrived)
         for i, reply in enumerate(replies):  # a backend that hands over nothing early still gets each handled
@@ -228,6 +242,30 @@ class BatchExtractor:
         if self.cache is not None:
             self.cache.put(task.key, result.model_dump_json())
         return None
+
+
+OnProgress = Callable[[str, int, int], None]
+
+
+@dataclass
+class _Progress:
+    """Replies received of those asked for in one settling, told to ``on_progress`` as they come in."""
+
+    on_progress: OnProgress | None
+    total: int
+    done: int = 0
+
+    def report(self, stage: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, self.done, self.total)
+
+
+def _stage(tasks: Sequence[_Task]) -> str:
+    """What a round is about, for the progress display: its extractors, or the document summary."""
+    if all(task.out.chunk is _DOCUMENT_CHUNK for task in tasks):
+        return "document summary"
+    names = dict.fromkeys("validation" if t.extractor.name == "validate" else t.extractor.name for t in tasks)
+    return ", ".join(names)
 
 
 def _by_backend(tasks: list[_Task], backend_for: Callable[[Extractor], Backend]) -> list[tuple[Backend, list[_Task]]]:

@@ -17,7 +17,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any, TypeVar
 
 import neo4j
@@ -28,13 +29,14 @@ from kg_etl.errors import GraphError
 from kg_etl.graph import statements as st
 from kg_etl.graph.statements import Statement
 
-__all__ = ["Graph", "GraphSettings", "split_cypher", "write_clause"]
+__all__ = ["CYPHER_DIR", "Graph", "GraphSettings", "split_cypher", "write_clause"]
 
 T = TypeVar("T")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_FILE = REPO_ROOT / "cypher" / "schema.cypher"
+# The top-level cypher/ folder, as installed inside the package (kg_etl/cypher links to it in a checkout).
+CYPHER_DIR = files("kg_etl") / "cypher"
+SCHEMA_FILE = CYPHER_DIR / "schema.cypher"
 # Full-text indexes: Neo4j only (ArcadeDB rejects CREATE FULLTEXT INDEX).
-NEO4J_SCHEMA_FILE = REPO_ROOT / "cypher" / "schema-neo4j.cypher"
+NEO4J_SCHEMA_FILE = CYPHER_DIR / "schema-neo4j.cypher"
 # Neo4j's own agent string is "Neo4j/" + a version with no spaces; compatible servers add a description.
 _NEO4J_AGENT = re.compile(r"Neo4j/\d[\w.+-]*")
 
@@ -178,7 +180,7 @@ class Graph:
         """
         return _NEO4J_AGENT.fullmatch(self.server_agent()) is not None
 
-    def apply_schema(self, path: Path = SCHEMA_FILE, neo4j_path: Path | None = NEO4J_SCHEMA_FILE) -> int:
+    def apply_schema(self, path: Traversable = SCHEMA_FILE, neo4j_path: Traversable | None = NEO4J_SCHEMA_FILE) -> int:
         """Run every statement of ``path`` and, on Neo4j only, of ``neo4j_path`` (idempotent); returns how many ran."""
         statements = split_cypher(path.read_text(encoding="utf-8"))
         if neo4j_path is not None and self.is_neo4j():

@@ -24,6 +24,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,7 @@ class LocalGraphServer:
         heap_mb: int = 512,
         bolt_port: int | None = None,
         http_port: int | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         """Describe a server; nothing starts until ``start()``.
 
@@ -91,12 +93,15 @@ class LocalGraphServer:
             heap_mb: the JVM's maximum heap in MiB.
             bolt_port: fixed loopback Bolt port; None picks a free one at each start.
             http_port: fixed loopback HTTP port (ArcadeDB's API); None picks a free one.
+            die_with_parent: stop the server when the process that started it dies (Linux), as a test
+                session's server must; a user's server outlives the command that started it.
         """
         # Absolute: the JVM runs with the data dir as cwd, and the PID check compares command lines.
         self.root = Path(root).expanduser().absolute()
         self.heap_mb = heap_mb
         self.bolt_port = bolt_port
         self.http_port = http_port
+        self.die_with_parent = die_with_parent
 
     @property
     def data_dir(self) -> Path:
@@ -231,6 +236,7 @@ class LocalGraphServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=_terminate_with_parent if self.die_with_parent else None,
                 )
         except OSError as e:
             raise GraphServerError(f"cannot run {command[0]}: {e}") from e
@@ -361,6 +367,14 @@ def default_server() -> LocalGraphServer:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def arcadedb_installed() -> bool:

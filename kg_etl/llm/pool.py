@@ -21,7 +21,7 @@ from kg_etl.config import IngestSettings
 from kg_etl.extract.base import Job, OnReply, Reply
 from kg_etl.llm.placement import resolve_placement
 from kg_etl.llm.protocol import WorkerSpec
-from kg_etl.llm.registry import resolve_model
+from kg_etl.llm.registry import resolve_model, spec_for
 from kg_etl.llm.runtime import ModelStats, Sampling, Tokenizer, default_threads, model_file_id
 from kg_etl.llm.worker import ModelWorker, WorkerBackend
 
@@ -142,7 +142,7 @@ class ModelPool:
             n_gpu_layers=s.gpu_layers,
             require_gpu=s.require_gpu,
             threads=threads,
-            sampling=Sampling.deterministic() if s.deterministic else Sampling(),
+            sampling=Sampling.deterministic() if s.deterministic else _sampling_for(ref, path),
             parallel=s.parallel,
             n_ctx_per_seq=s.n_ctx,
             extra_bufts=placement.extra_bufts,
@@ -156,6 +156,12 @@ class ModelPool:
         seconds = backend.worker.start_seconds
         self._notify(f"model {path.name} loaded on the {where} in {seconds:.1f} s (worker pid {info.pid})")
         return backend
+
+
+def _sampling_for(ref: str, path: Path) -> Sampling:
+    """The model's own recommended sampling (from the manifest), for a name or a known file; else LFM2's."""
+    spec = spec_for(ref) or spec_for(path.name)
+    return spec.sampling_settings() if spec is not None else Sampling()
 
 
 class PooledBackend:

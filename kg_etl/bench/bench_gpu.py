@@ -1,9 +1,9 @@
 """The LLM stage on a GPU: naive, prefix-state reuse (``LocalModel.generate``) and batched (``ParallelDecoder``).
 
 Run on a machine with a CUDA build of llama-cpp-python:
-``python benchmarks/bench_gpu.py --preset 1.2b --chunks 20 [--sequential-chunks 10] [--naive-chunks 4]
+``python -m kg_etl.bench.bench_gpu --preset 1.2b --chunks 20 [--sequential-chunks 10] [--naive-chunks 4]
 [--parallel 32 16 8 4] [--chunks-json FILE]``;
-a CPU smoke test: ``python benchmarks/bench_gpu.py --preset tiny --chunks 4 --cpu``. A random-weight LFM2 of
+a CPU smoke test: ``python -m kg_etl.bench.bench_gpu --preset tiny --chunks 4 --cpu``. A random-weight LFM2 of
 the preset's real shapes (Q4_K_M, as the official GGUF files) is written to a temporary file (deleted at the
 end): speeds and memory are real, replies are noise.
 
@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kg_etl.bench import CORPUS
 from kg_etl.config import DEFAULT_CATEGORIES, IngestSettings
 from kg_etl.extract.base import Extractor, Job
 from kg_etl.extract.categories import categories_extractor
@@ -68,9 +69,8 @@ from kg_etl.llm.runtime import (
 from kg_etl.models import Chunk
 from kg_etl.testing import write_tiny_model
 
-__all__ = ["load_chunks", "run", "write_chunks"]
+__all__ = ["Source", "extractors", "load_chunks", "main", "run", "write_chunks"]
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 # English prose with few tables (bench_llm.py's document), then a second one for runs of more chunks.
 PDFS = ("us_copyright_office_dmca_summary.pdf", "us_hr1904_healthy_forests_act.pdf")
 CHUNK_TOKENS = 450

@@ -1,6 +1,6 @@
 """Prompt-state reuse (``LocalModel.generate``) against the naive design: one completion per extractor per chunk.
 
-Run: ``python benchmarks/bench_llm.py [--preset tiny 1.2b] [-n 3] [--max-tokens 32]``; or ``run()`` for the
+Run: ``python -m kg_etl.bench.bench_llm [--preset tiny 1.2b] [-n 3] [--max-tokens 32]``; or ``run()`` for the
 figures. A random-weight LFM2 of the preset's shapes is written to a temporary file (deleted at the end):
 speeds and memory are real, replies are noise.
 
@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kg_etl.bench import CORPUS
 from kg_etl.chunk import chunk_pages
 from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.extract.base import Extractor, Job
@@ -52,9 +53,8 @@ from kg_etl.pipeline import select_extractors
 from kg_etl.read import open_pdf
 from kg_etl.testing import write_tiny_model
 
-__all__ = ["run"]
+__all__ = ["corpus_chunks", "main", "run"]
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 # English prose with few tables: chunks read like a typical report's.
 PDF = "us_copyright_office_dmca_summary.pdf"
 CHUNK_TOKENS = 450

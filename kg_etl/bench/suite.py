@@ -24,16 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_graph, bench_llm, bench_read, bench_worker
+from kg_etl.bench import CORPUS, bench_graph, bench_llm, bench_read, bench_worker
 from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.llm.parallel import ParallelDecoder
 from kg_etl.llm.runtime import LocalModel, Sampling
 from kg_etl.pipeline import select_extractors
 from kg_etl.testing import write_tiny_model
 
-__all__ = ["GOALS", "run"]
+__all__ = ["GOALS", "markdown", "run"]
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 QUICK_READ = (
     "us_copyright_office_dmca_summary.pdf",
@@ -159,7 +158,7 @@ def _reader(quick: bool) -> dict[str, Any]:
 
 def _ingest(model_path: Path, tmp: Path, quick: bool) -> dict[str, Any]:
     """A whole ingest in a fresh process, twice: peak RSS vs the model file, and the re-ingest time."""
-    from tests.pdfs import make_pdf
+    from kg_etl.samples import make_pdf
 
     folder = tmp / "pdfs"
     folder.mkdir()

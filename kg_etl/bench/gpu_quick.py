@@ -1,7 +1,7 @@
 """The LLM stage on a GPU, small and self-contained: naive vs kg-etl sequential (prefix reuse) vs parallel.
 
 Runs where only llama-cpp-python (CUDA build), pydantic and langchain-core are installed: no graph, no PDF
-reader. Chunks come from a JSON file of real corpus chunks (``benchmarks/bench_gpu.py --write-chunks``).
+reader. Chunks come from a JSON file of real corpus chunks (``kg_etl/bench/bench_gpu.py --write-chunks``).
 Each step's figures are written to $OUT/gpu_quick.json as soon as they exist, so a crash keeps the rest.
 """
 
@@ -28,6 +28,8 @@ from kg_etl.llm.prompt import chunk_messages
 from kg_etl.llm.runtime import LocalModel, Sampling, gpu_memory_used_mb, gpu_offload_supported
 from kg_etl.models import Chunk
 from kg_etl.testing import write_tiny_model
+
+__all__ = ["main"]
 
 OUT = Path(os.environ.get("OUT", "/tmp")) / "gpu_quick.json"
 EXTRACTORS = [FACTS, TAXONOMY, categories_extractor(), KEYWORDS, SUMMARY, QA]

@@ -1,6 +1,6 @@
 """Batched decoding (``ParallelDecoder``) against the sequential path (``LocalModel.generate``).
 
-Run: ``python benchmarks/bench_parallel.py [--preset 1.2b] [--repeats 2] [-n 1 4 8 16]``; or ``run()`` for
+Run: ``python -m kg_etl.bench.bench_parallel [--preset 1.2b] [--repeats 2] [-n 1 4 8 16]``; or ``run()`` for
 the figures. A random-weight LFM2 of the preset's real shapes is written to a temporary file (deleted at the
 end) unless a GGUF is given: speeds are real, replies are noise.
 
@@ -34,7 +34,7 @@ from kg_etl.llm.parallel import ParallelDecoder
 from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, Sampling
 from kg_etl.testing import write_tiny_model
 
-__all__ = ["run"]
+__all__ = ["main", "run"]
 
 _TEXT = (
     "The river authority measured nitrate levels at twelve stations between March and October; the "

@@ -1,6 +1,6 @@
 """QA export of a large synthetic graph: time, peak RSS growth, and how both scale with the number of pairs.
 
-Run: ``python benchmarks/bench_export.py [-n 100000] [--format plain] [--keep-duplicates]``; or ``run()`` for
+Run: ``python -m kg_etl.bench.bench_export [-n 100000] [--format plain] [--keep-duplicates]``; or ``run()`` for
 the figures. A local ArcadeDB Bolt server is started in a temporary folder (and stopped at the end), the
 synthetic graph is written with plain ``UNWIND ... CREATE`` batches, then ``kg_etl.export.export`` writes the
 JSONL file while a thread samples this process's RSS every 10 ms. The graph server runs in its own process, so
@@ -36,7 +36,7 @@ from kg_etl.graph.connection import Graph, GraphSettings
 from kg_etl.graph.server import LocalGraphServer
 from kg_etl.models import content_id
 
-__all__ = ["measure_export", "measure_in_fresh_process", "run", "write_synthetic"]
+__all__ = ["main", "measure_export", "measure_in_fresh_process", "run", "write_synthetic"]
 
 CHUNKS_PER_DOC = 500
 QUESTIONS_PER_CHUNK = 3
@@ -85,7 +85,7 @@ def write_synthetic(driver: neo4j.Driver, database: str | None, n_questions: int
     vocabulary = _vocabulary(rng)
     n_chunks = -(-n_questions // QUESTIONS_PER_CHUNK)
     n_docs = -(-n_chunks // CHUNKS_PER_DOC)
-    docs = [
+    docs: list[dict[str, Any]] = [
         {
             "id": hashlib.sha256(f"synthetic document {d}".encode()).hexdigest(),
             "path": f"/corpus/doc{d:05d}.pdf",
@@ -203,8 +203,10 @@ def measure_in_fresh_process(
         "NEO4J_PASSWORD": settings.password.get_secret_value(),
         "NEO4J_DATABASE": settings.database or "",
     }
-    command = [sys.executable, __file__, "--measure", str(out_path), "--format", options.format]
+    command = [sys.executable, "-m", "kg_etl.bench.bench_export", "--measure", str(out_path)]
+    command += ["--format", options.format]
     command += [] if options.dedup else ["--keep-duplicates"]
+    command += [] if options.validated_only else ["--all"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"the export measurement failed: {done.stderr.strip()[-2000:]}")
@@ -251,9 +253,10 @@ def main() -> None:
     parser.add_argument("-n", "--questions", type=int, default=100_000)
     parser.add_argument("--format", default="plain", choices=["plain", "chat", "alpaca", "sharegpt"])
     parser.add_argument("--keep-duplicates", action="store_true")
+    parser.add_argument("--all", action="store_true", help="every pair, not only the valid ones")
     parser.add_argument("--measure", type=Path, metavar="OUT", help="only export the graph in NEO4J_* to OUT")
     args = parser.parse_args()
-    options = QAOptions(format=args.format, dedup=not args.keep_duplicates)
+    options = QAOptions(format=args.format, dedup=not args.keep_duplicates, validated_only=not args.all)
     if args.measure:
         print(json.dumps(_measure_from_env(args.measure, options)))
         return

@@ -1,6 +1,6 @@
 """Reader + chunker speed against a bare pypdf loop, and word recall against poppler's pdftotext.
 
-Run: ``python benchmarks/bench_read.py [CORPUS_DIR] [--rounds N]``; or ``run(corpus_dir)`` for the figures.
+Run: ``python -m kg_etl.bench.bench_read [CORPUS_DIR] [--rounds N]``; or ``run(corpus_dir)`` for the figures.
 
 Speed: per file, ABBA order (bare, ours, ours, bare) per round, so drift in machine load hits both sides
 alike; each side's time for a file is its fastest run, the least noisy estimate. Only files that both
@@ -26,15 +26,16 @@ from typing import Any
 
 from pypdf import PdfReader
 
+from kg_etl.bench import CORPUS
 from kg_etl.chunk import chunk_pages
 from kg_etl.errors import ReadError
 from kg_etl.models import Page, document_text
 from kg_etl.read import open_pdf, password_for
 from kg_etl.text import normalise
 
-__all__ = ["run"]
+__all__ = ["main", "run"]
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+DEFAULT_CORPUS = CORPUS
 # The corpus's encrypted files with published passwords (see its MANIFEST.tsv).
 CORPUS_PASSWORDS = {"NASTY_encrypted_known_password.pdf": "openpassword", "NASTY_encrypted_aes256_r6.pdf": "password"}
 _WORD = re.compile(r"\w+")

@@ -10,7 +10,7 @@
    and after it is closed.
 
 Each placement and thread setting runs in a fresh child process (llama.cpp reads its thread settings once).
-Run alone: ``python -m benchmarks.bench_worker --preset 1.2b``.
+Run alone: ``python -m kg_etl.bench.bench_worker --preset 1.2b``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bench_llm
+from kg_etl.bench import bench_llm
 from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.extract.base import Job
 from kg_etl.llm.backend import chat_request
@@ -38,7 +38,7 @@ from kg_etl.llm.worker import ModelWorker
 from kg_etl.pipeline import select_extractors
 from kg_etl.testing import write_tiny_model
 
-__all__ = ["ipc", "placement", "switch", "threads"]
+__all__ = ["ipc", "main", "placement", "switch", "threads"]
 
 _PROMPT = " ".join(["The river authority met in May and approved the flood budget for the valley."] * 24)
 

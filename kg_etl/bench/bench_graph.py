@@ -1,6 +1,6 @@
 """Graph write throughput and entity resolution, on one deterministic synthetic extracted corpus.
 
-Run: ``python benchmarks/bench_graph.py [--chunks N]``; or ``run()`` for the figures (``kg-etl bench`` uses it).
+Run: ``python -m kg_etl.bench.bench_graph [--chunks N]``; or ``run()`` for the figures (``kg-etl bench`` uses it).
 
 A fresh local graph server (ArcadeDB over Bolt, in a temporary folder) receives the same graph three ways,
 each into a freshly recreated database with the portable schema (cypher/schema.cypher) applied:
@@ -39,7 +39,7 @@ from pydantic import SecretStr
 from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.categories import categories_extractor
-from kg_etl.extract.facts import Fact, Facts, Triple
+from kg_etl.extract.facts import EntityType, Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
 from kg_etl.extract.run import Validations
@@ -53,14 +53,14 @@ from kg_etl.graph.server import LocalGraphServer, ServerInfo
 from kg_etl.graph.writer import DocStatus, GraphWriter, batch_rows
 from kg_etl.models import Chunk, DocumentMeta, content_id
 
-__all__ = ["run", "synthetic_corpus"]
+__all__ = ["main", "resolution_figures", "run", "synthetic_corpus"]
 
 BATCH = 10
 CHUNKS_PER_DOC = 20
 MODEL = "bench"
 
 # (canonical name, type, acronym or ""): real things, and two homonym pairs that must stay apart.
-ENTITIES: list[tuple[str, str, str]] = [
+ENTITIES: list[tuple[str, EntityType, str]] = [
     ("World Health Organization", "organization", "WHO"),
     ("United Nations", "organization", "UN"),
     ("European Space Agency", "organization", "ESA"),
@@ -174,7 +174,7 @@ def synthetic_corpus(n_chunks: int = 200, seed: int = 7) -> list[tuple[DocumentM
                 char_end=i * 400 + len(text),
                 n_tokens=60,
             )
-            facts = []
+            facts: list[Fact] = []
             for _ in range(6):
                 (s, st_, sa), (o, ot, oa) = rng.sample(ENTITIES, 2)
                 subject, obj = _variant(rng, s, sa)[:60], _variant(rng, o, oa)[:60]

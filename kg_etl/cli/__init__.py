@@ -1,0 +1,19 @@
+"""The ``kg-etl`` command line: parse options, call the library, render with rich.
+
+The only package that imports click or rich. Every ``KgEtlError`` is caught once, in ``app``, and printed
+as one line; anything else is a bug and keeps its traceback. Commands import the library lazily, so
+``kg-etl --help`` loads neither pydantic models, the graph driver, LangChain nor llama.cpp.
+
+    app.py       the group, exit codes, consoles, the config file as click's default map, graph options
+    ingest.py    ingest, its progress display and end-of-run summary
+    data.py      export, remove, schema, stats, query
+    system.py    graph (the local server), models, chunks, doctor, bench, home
+    settings.py  init, config show
+"""
+
+from __future__ import annotations
+
+from kg_etl.cli import data, ingest, settings, system
+from kg_etl.cli.app import cli, main
+
+__all__ = ["cli", "data", "ingest", "main", "settings", "system"]

@@ -1,0 +1,391 @@
+"""``kg-etl ingest``: options in, the pipeline run, a live progress display, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kg_etl import defaults as d
+from kg_etl.cli.app import EXIT_INTERRUPTED, EXIT_PARTIAL, cli, err, graph_options, open_graph, say
+from kg_etl.errors import ConfigError, KgEtlError
+
+__all__ = ["ingest"]
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--batch",
+    "batch_size",
+    default=d.BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Chunks per graph transaction.",
+)
+@click.option(
+    "--model",
+    default=d.DEFAULT_MODEL,
+    show_default=True,
+    envvar="KG_ETL_MODEL",
+    help="Model name from `kg-etl models list`, or a path to a .gguf file [env KG_ETL_MODEL].",
+)
+@click.option(
+    "--model-for",
+    "model_for",
+    multiple=True,
+    metavar="EXTRACTOR=MODEL",
+    envvar="KG_ETL_MODEL_FOR",
+    help="Run one extractor on another model, e.g. validate=lfm2-700m-q4_k_m (repeatable). Models then run "
+    "one after the other, each over every file, and only one is loaded at a time "
+    "[env KG_ETL_MODEL_FOR, space-separated].",
+)
+@click.option(
+    "--keep-models",
+    is_flag=True,
+    help="With --model-for: keep every model loaded at once (faster, needs memory for all of them).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["fast", "balanced", "quality"]),
+    envvar="KG_ETL_PRESET",
+    help="Models for a CPU laptop (fast), a 16 GB GPU (balanced) or a big GPU (quality); --model and "
+    "--model-for override parts of it. `kg-etl models presets` lists them [env KG_ETL_PRESET].",
+)
+@click.option("--no-download", is_flag=True, help="Never download a model; fail if it is not on disk.")
+@click.option(
+    "--extract",
+    default=",".join(d.EXTRACTOR_NAMES),
+    show_default=True,
+    help="Comma-separated extractors to run (validate = the QA validation pass).",
+)
+@click.option(
+    "--categories",
+    help=f"Comma-separated category labels to classify into [default: {', '.join(d.DEFAULT_CATEGORIES)}].",
+)
+@click.option(
+    "--gpu-layers",
+    default=d.GPU_LAYERS,
+    show_default=True,
+    type=click.IntRange(-1),
+    help="Layers to offload to the GPU: -1 all, 0 none (CPU).",
+)
+@click.option("--gpu", "require_gpu", is_flag=True, help="Fail unless this build can offload to a GPU.")
+@click.option(
+    "--parallel",
+    default=d.PARALLEL,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="KG_ETL_PARALLEL",
+    help="Sequences decoded together in one llama.cpp context (1 = one at a time) [env KG_ETL_PARALLEL].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    envvar="KG_ETL_THREADS",
+    help="CPU threads for llama.cpp [env KG_ETL_THREADS; default: the cores idle at start, since threads on "
+    "busy cores stall each other].",
+)
+@click.option(
+    "--cpu-repack",
+    type=click.Choice(["auto", "on", "off"]),
+    default=d.CPU_REPACK,
+    show_default=True,
+    envvar="KG_ETL_CPU_REPACK",
+    help="llama.cpp's repacked CPU weights: auto probes once per machine and model in a child process and "
+    "falls back to plain buffers where llama.cpp crashes (its AMX kernels on Intel Xeons) [env KG_ETL_CPU_REPACK].",
+)
+@click.option("--n-ctx", default=d.N_CTX, show_default=True, type=click.IntRange(512), help="Context window.")
+@click.option(
+    "--retries",
+    default=d.RETRIES,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Re-asks after a reply that does not fit its schema.",
+)
+@click.option("--deterministic", is_flag=True, help="Greedy decoding (temperature 0): same input, same graph.")
+@click.option(
+    "--password",
+    "pdf_password",
+    envvar="KG_ETL_PDF_PASSWORD",
+    help="Password for encrypted PDFs [env KG_ETL_PDF_PASSWORD]; per-file ones go in the config's [passwords] table.",
+)
+@click.option(
+    "--read-timeout",
+    default=d.READ_TIMEOUT_S,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds allowed to read one PDF.",
+)
+@click.option(
+    "--chunk-tokens", default=d.CHUNK_TOKENS, show_default=True, type=click.IntRange(32), help="Token budget per chunk."
+)
+@click.option(
+    "--overlap-tokens",
+    default=d.OVERLAP_TOKENS,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Tokens shared by neighbouring chunks.",
+)
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=True,
+    show_default=True,
+    help="Try documents recorded as failed again (most failures are transient; broken files fail fast).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON report of the run (per document: pages, chunks, extractions, failures, seconds).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@graph_options
+@click.pass_context
+def ingest(
+    ctx: click.Context, /, inputs: tuple[Path, ...], report_path: Path | None, quiet: bool, **options: Any
+) -> None:
+    """Read PDFs (files or folders), extract knowledge with the local model, and write it to the graph.
+
+    Re-running on the same files is safe: finished documents are skipped, interrupted ones resume. Ctrl-C
+    stops after the batch in hand is committed (twice: at once, the open batch rolled back).
+
+    Exit codes: 0 all done; 1 some documents or chunks failed; 2 bad options; 3 nothing could be done
+    (graph unreachable, model missing); 4 the model's worker process crashed (rerun to resume); 130 interrupted.
+
+    \b
+    Examples:
+      kg-etl ingest pdfs/ --batch 10
+      kg-etl ingest report.pdf --model lfm2-350m-q4_k_m --extract facts,qa,validate
+      kg-etl ingest pdfs/ --model-for validate=lfm2-700m-q4_k_m --report run.json
+    """
+    from kg_etl.pipeline import IngestReport
+    from kg_etl.pipeline import ingest as run_ingest
+
+    graph = {k: options.pop(k) for k in ("neo4j_uri", "neo4j_username", "neo4j_password", "neo4j_database")}
+    settings = _settings(ctx, options, ctx.find_root().obj["passwords"])
+    _check_before_start(settings, report_path)
+    report = IngestReport()
+    try:
+        with open_graph(**graph) as conn, _IngestDisplay(quiet) as display, _GracefulStop() as stop:
+            run_ingest(
+                list(inputs), conn, settings, on_event=display.on_event, should_stop=stop.requested, report=report
+            )
+    except BaseException as e:
+        # Whatever ends the run, the summary and the report say what was done up to then.
+        report.interrupted = report.interrupted or isinstance(e, KeyboardInterrupt | click.exceptions.Abort)
+        report.error = str(e) if isinstance(e, KgEtlError) else type(e).__name__
+        raise
+    finally:
+        _finish(report, report_path)
+    if report.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if not report.ok:
+        sys.exit(EXIT_PARTIAL)
+
+
+def _settings(ctx: click.Context, options: dict[str, Any], passwords: dict[str, str]) -> Any:
+    """The options as ``IngestSettings``; a value the settings refuse is a usage error (exit 2)."""
+    from pydantic import SecretStr, ValidationError
+
+    from kg_etl.config import IngestSettings
+    from kg_etl.llm.presets import PRESETS
+
+    options = dict(options)
+    password, categories, preset = options.pop("pdf_password"), options.pop("categories"), options.pop("preset")
+    extractor_models = _extractor_models(options.pop("model_for"))
+    if preset is not None:  # the preset's models, where the user named none of their own
+        chosen = PRESETS[preset]
+        if ctx.get_parameter_source("model") is click.core.ParameterSource.DEFAULT:
+            options["model"] = chosen.model
+        extractor_models = chosen.extractor_models | extractor_models
+    renamed = {
+        "keep_models_loaded": options.pop("keep_models"),
+        "download": not options.pop("no_download"),
+        "extractors": _split(options.pop("extract")),
+    }
+    values = {
+        **options,
+        **renamed,
+        "extractor_models": extractor_models,
+        "categories": _split(categories) if categories is not None else d.DEFAULT_CATEGORIES,
+        "password": SecretStr(password) if password else None,
+        "passwords": passwords,
+    }
+    try:
+        return IngestSettings(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "options"
+        raise click.UsageError(f"{where}: {first['msg']}") from e
+
+
+def _check_before_start(settings: Any, report_path: Path | None) -> None:
+    """What can be known wrong before anything starts: extractors, the report's folder, the models on disk.
+
+    A missing model is downloaded here (or refused, offline), before the graph server starts and the PDFs
+    are read: a first run then fails in seconds, with the line that says how to get the model.
+    """
+    from kg_etl.llm.registry import resolve_model
+    from kg_etl.pipeline import select_extractors
+
+    try:
+        select_extractors(settings.extractors, settings.categories)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
+    if report_path is not None:
+        folder = report_path.resolve().parent
+        if not folder.is_dir():
+            raise click.UsageError(f"--report {report_path}: the folder {folder} does not exist")
+    for ref in dict.fromkeys([settings.model, *settings.extractor_models.values()]):
+        resolve_model(ref, download=settings.download)
+
+
+def _finish(report: Any, report_path: Path | None) -> None:
+    """The end-of-run summary and the --report file, on every way out of an ingest."""
+    if report_path is not None:
+        try:
+            report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+        except OSError as e:
+            say(f"cannot write the report {report_path}: {e.strerror or e}")
+    _print_summary(report)
+
+
+def _extractor_models(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--model-for`` values as extractor name -> model."""
+    chosen: dict[str, str] = {}
+    for pair in pairs:
+        name, _, ref = (part.strip() for part in pair.partition("="))
+        if name not in d.EXTRACTOR_NAMES or not ref:
+            raise click.BadParameter(
+                f"{pair!r}: expected EXTRACTOR=MODEL with EXTRACTOR one of {','.join(d.EXTRACTOR_NAMES)}",
+                param_hint="--model-for",
+            )
+        chosen[name] = ref
+    return chosen
+
+
+def _split(values: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in values.split(",") if v.strip())
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the batch in hand, then stop. Second: stop at once (the open batch rolls back)."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: Any = None
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        say("stopping after the current batch (Ctrl-C again to stop now)")
+
+    def __enter__(self) -> _GracefulStop:
+        # Signal handlers can only be set from the main thread (CliRunner in a thread, for one).
+        with contextlib.suppress(ValueError):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _IngestDisplay:
+    """A rich progress display fed by pipeline events: files, pages of the current file, what the model does.
+
+    The pages bar moves with every reply (a batch's share of its pages), so its ETA is there from the first
+    replies and stays current; the stage (which extractors, the validation pass, the document summary) and
+    the generation speed have columns of their own. Notices print above it, through the same console.
+    """
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TextColumn("{task.fields[stage]}"),
+            console=err(),
+            disable=quiet,
+            speed_estimate_period=600,  # a slow CPU run may take minutes per batch: keep that history
+        )
+        self.files = self.progress.add_task("files", total=None, stage="", speed="")
+        self.pages = self.progress.add_task("pages", total=None, stage="", speed="", visible=False)
+
+    def __enter__(self) -> _IngestDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.progress.stop()
+
+    def on_event(self, event: Any) -> None:
+        p = self.progress
+        speed: dict[str, Any] = {"speed": f"{event.tokens_per_s:.0f} tok/s"} if event.tokens_per_s else {}
+        if event.kind == "notice":
+            p.console.print(event.message, highlight=False, markup=False, soft_wrap=True)
+        elif event.kind == "run_start":
+            p.update(self.files, total=event.total)
+        elif event.kind == "document_start":
+            name = Path(event.path).name[:40]
+            p.reset(self.pages, description=name, total=event.total, visible=True, stage="", speed="")
+        elif event.kind == "stage":
+            p.update(self.pages, stage=event.message)
+        elif event.kind == "progress":
+            moved: dict[str, Any] = {"completed": event.done} if event.done is not None else {}
+            p.update(self.pages, stage=event.message, **moved, **speed)
+        elif event.kind == "batch":
+            p.update(self.pages, completed=event.done, **speed)
+        elif event.kind == "document_end":
+            p.advance(self.files)
+            p.update(self.pages, visible=False)
+
+
+def _print_summary(report: Any) -> None:
+    done = sum(d.status == "done" for d in report.documents)
+    skipped = sum(d.status == "skipped" for d in report.documents)
+    failed = [d for d in report.documents if d.status == "failed"]
+    chunks = sum(d.chunks_written for d in report.documents)
+    bad_chunks = sum(d.chunks_failed for d in report.documents)
+    pairs, valid = sum(d.qa_pairs for d in report.documents), sum(d.qa_valid for d in report.documents)
+    where = "GPU" if report.gpu_offload else "CPU"
+    models = "no model loaded" if not report.models else f"{report.model} on the {where}"
+    if len(report.models) > 1:
+        models += f" (at most {report.max_resident_models} loaded at once)"
+    memory = f"peak memory {report.peak_rss_mb or 0:.0f} MiB here"
+    if report.worker_peak_rss_mb:
+        memory += f", {report.worker_peak_rss_mb:.0f} MiB in the model worker"
+    qa = f"{valid} of {pairs} QA pairs valid, " if pairs else ""
+    say(
+        f"{done} ingested, {skipped} already done, {len(failed)} failed; {chunks} chunks written "
+        f"({bad_chunks} with failed extractions), {qa}{report.llm_calls} LLM calls, {report.seconds:.1f} s; "
+        f"{models}; {memory}"
+    )
+    for doc in failed:
+        say(f"  failed: {doc.path}: {doc.reason}")
+    for doc in report.documents:
+        for f in doc.failures[:3]:
+            say(f"  {Path(doc.path).name}: {f.extractor} failed after {f.attempts} tries: {f.error}")
+    if report.interrupted:
+        say("interrupted: rerun the same command to resume")

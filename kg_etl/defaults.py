@@ -1,0 +1,75 @@
+"""Every default of kg-etl, once: the settings objects, the command line and the starter config read them here.
+
+Plain constants and no imports beyond the standard library, so the command line can show them in ``--help``
+without loading pydantic, the graph driver or llama.cpp.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "BATCH_SIZE",
+    "CHUNK_TOKENS",
+    "CONFIG_ENV",
+    "CONFIG_FILE",
+    "CONNECT_TIMEOUT_S",
+    "CPU_REPACK",
+    "DEFAULT_CATEGORIES",
+    "DEFAULT_MODEL",
+    "EXTRACTOR_NAMES",
+    "GPU_LAYERS",
+    "HOME_ENV",
+    "N_CTX",
+    "OVERLAP_TOKENS",
+    "PARALLEL",
+    "READ_TIMEOUT_S",
+    "RETRIES",
+    "kg_etl_home",
+]
+
+HOME_ENV = "KG_ETL_HOME"
+CONFIG_ENV = "KG_ETL_CONFIG"
+CONFIG_FILE = "kg-etl.toml"  # looked for in the working directory
+
+# Broad enough for most document collections, few enough for a small model to choose well from.
+DEFAULT_CATEGORIES: tuple[str, ...] = (
+    "Science", "Technology", "Engineering", "Mathematics", "Medicine & Health", "Law & Regulation",
+    "Government & Politics", "Business & Finance", "Economics", "Education", "History", "Arts & Culture",
+    "Environment", "Society", "Other",
+)  # fmt: skip
+
+# Every extractor kg-etl runs by default, in order; "validate" is the second pass over the QA pairs.
+EXTRACTOR_NAMES = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
+
+# LFM2-1.2B at Q4_K_M: ~0.7 GB, good extraction quality for its size, fast on any recent GPU.
+DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"
+
+BATCH_SIZE = 10  # chunks per graph transaction, as the user's MLImporting design wrote them
+# Sequences decoded together in one llama.cpp context (1 = one at a time). Measured on 2 AVX-only cores
+# (1.2B shape): generation steps ~1.7x the tokens/s of one sequence, the whole LLM stage ~1.1x (prompt
+# evaluation, which batching cannot shorten, dominates there); decoding on a GPU is memory-bound and
+# gains more. The KV cache is (8 + 1) x n_ctx cells: ~0.85 GiB for 1.2B at 8k.
+PARALLEL = 8
+RETRIES = 2  # re-asks after a reply that does not fit its schema
+N_CTX = 8192  # a ~500-token chunk and its instructions, plus the longest reply any schema admits
+GPU_LAYERS = -1  # all layers on the GPU where the build can offload
+CPU_REPACK: Literal["auto"] = "auto"  # probe once per machine and model (kg_etl.llm.placement)
+READ_TIMEOUT_S = 120.0  # seconds of PDF parsing allowed per file
+CHUNK_TOKENS = 512
+OVERLAP_TOKENS = 64
+CONNECT_TIMEOUT_S = 30.0  # keep retrying a graph database that is still starting
+
+
+def kg_etl_home() -> Path:
+    """Where kg-etl keeps user state (local graph server, models, caches).
+
+    ``KG_ETL_HOME`` relocates all of it, so tests point it at a temporary folder.
+    """
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kg-etl"
