@@ -28,6 +28,7 @@ __all__ = [
     "READ_TIMEOUT_S",
     "RETRIES",
     "kg_etl_home",
+    "private_dir",
 ]
 
 HOME_ENV = "KG_ETL_HOME"
@@ -73,3 +74,20 @@ def kg_etl_home() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "kg-etl"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) and make kg-etl's home private if ``path`` is in it; return ``path``.
+
+    User state holds text, facts and questions from private PDFs, and the graph's password: no other
+    user of the machine may read it. A home folder that an older kg-etl made 0755 is tightened here.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home = kg_etl_home()
+    for folder in [path, *([home] if home in path.parents else [])]:
+        try:
+            if folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o077:
+                folder.chmod(0o700)
+        except OSError:
+            pass  # not ours to change: the folder works, it is just not private
+    return path

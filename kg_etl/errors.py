@@ -13,6 +13,7 @@ Every error a user can cause or meet is a ``KgEtlError``; the CLI catches it onc
     │   ├── GpuUnavailableError the GPU was asked for but this build cannot offload
     │   └── WorkerCrashedError a model's worker process died (a crash inside llama.cpp, or killed)
     ├── ExtractionError        a reply never fitted its schema within the retry budget
+    ├── StateError             kg-etl's own files under KG_ETL_HOME cannot be written (disk full, permissions)
     └── GraphError             the graph database failed or refused a statement
         └── GraphServerError   the local graph server cannot be started, found or stopped
 """
@@ -31,6 +32,7 @@ __all__ = [
     "ModelNotFoundError",
     "PasswordError",
     "ReadError",
+    "StateError",
     "WorkerCrashedError",
 ]
 
@@ -101,6 +103,10 @@ class ExtractionError(KgEtlError):
         super().__init__(message)
         self.raw = raw
         self.attempts = attempts
+
+
+class StateError(KgEtlError):
+    """Raised when kg-etl's own state (cache, logs, probe results) cannot be written: a full disk, permissions."""
 
 
 class GraphError(KgEtlError):

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "PAGE_SEPARATOR",
@@ -19,6 +19,7 @@ __all__ = [
     "content_id",
     "document_text",
     "sha256_file",
+    "text_of",
 ]
 
 # Between the texts of two pages in the document text. A blank line reads as a paragraph break, so the
@@ -33,6 +34,16 @@ def content_id(*parts: str | int) -> str:
         h.update(str(part).encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()[:32]
+
+
+def text_of(value: str | Path) -> str:
+    """A path (or any text from the OS) as valid Unicode: bytes that are not UTF-8 are written ``\\xff``.
+
+    POSIX file names are bytes, and Python keeps undecodable ones as lone surrogates, which the graph
+    driver, JSON and the terminal all refuse. The file itself is still opened by its real name.
+    """
+    text = str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def sha256_file(path: Path) -> str:
@@ -90,6 +101,11 @@ class DocumentMeta(_Frozen):
     author: str | None = None
     created: str | None = None
     modified: str | None = None
+
+    @field_validator("path", "name", "title", "author", mode="before")
+    @classmethod
+    def _unicode(cls, value: object) -> object:
+        return text_of(value) if isinstance(value, str | Path) else value
 
 
 class Chunk(_Frozen):

@@ -16,14 +16,17 @@ model is loaded once and, unless the user keeps them all, only one is resident a
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from kg_etl.chunk import approx_tokens, chunk_pages
 from kg_etl.config import EXTRACTOR_NAMES, IngestSettings, kg_etl_home
+from kg_etl.defaults import CHUNK_TOKENS
 from kg_etl.errors import ConfigError, GraphError, ReadError, WorkerCrashedError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
@@ -34,13 +37,16 @@ from kg_etl.extract.qa import QA
 from kg_etl.extract.run import BatchExtractor, Validations
 from kg_etl.extract.summary import SUMMARY, Summary
 from kg_etl.extract.taxonomy import TAXONOMY
+from kg_etl.extract.validate import VALIDATE
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
+from kg_etl.llm.grammar import max_tokens_for
 from kg_etl.llm.pool import ModelPool, ModelUse, PooledBackend
+from kg_etl.llm.prompt import RETRY_ECHO_CHARS, RETRY_ERROR_CHARS, SYSTEM
 from kg_etl.llm.runtime import peak_rss_mb
-from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file
+from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file, text_of
 from kg_etl.owner import is_stale, this_process
-from kg_etl.read import PdfDocument, open_pdf
+from kg_etl.read import PdfDocument, open_pdf, regular_file_problem
 
 __all__ = [
     "ALL_EXTRACTORS",
@@ -48,6 +54,7 @@ __all__ = [
     "Event",
     "IngestReport",
     "PageNote",
+    "check_settings",
     "find_pdfs",
     "ingest",
     "model_order",
@@ -72,6 +79,12 @@ class DocumentReport(BaseModel):
     path: str
     doc_id: str | None = None
     status: str = Field(description="done, skipped (already done), or failed")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _unicode(cls, value: object) -> object:
+        return text_of(value) if isinstance(value, str | Path) else value
+
     reason: str | None = None
     pages: int = 0
     page_notes: list[PageNote] = Field(default_factory=list)
@@ -146,26 +159,42 @@ def _never() -> bool:
 def find_pdfs(inputs: Sequence[Path]) -> list[Path]:
     """The PDFs named or found (recursively, sorted) under ``inputs``.
 
+    Everything named ``*.pdf`` is returned, whatever it is: a link, a FIFO or a device is not skipped in
+    silence but reported by the reader, one line each, as a failed document. Linked folders are not
+    followed, so a link loop cannot make the walk endless.
+
     Raises:
-        ConfigError: an input does not exist.
+        ConfigError: an input does not exist at all (not even as a dangling link).
     """
     found: list[Path] = []
     for item in inputs:
-        if item.is_dir():
-            found.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() == ".pdf" and p.is_file()))
-        elif item.is_file():
+        if item.is_dir() and not item.is_symlink():
+            found.extend(_walk_pdfs(item))
+        elif os.path.lexists(item):
             found.append(item)
         else:
             raise ConfigError(f"{item}: no such file or folder")
     return found
 
 
+def _walk_pdfs(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
+            if name.lower().endswith(".pdf"):
+                found.append(Path(root) / name)
+    return sorted(found)
+
+
 def select_extractors(names: Sequence[str], categories: Sequence[str]) -> tuple[list[Extractor], bool]:
     """The chunk extractors to run, in order, and whether to validate QA pairs.
 
     Raises:
-        ConfigError: an unknown name, or "validate" without "qa".
+        ConfigError: no name, an unknown name, or "validate" without "qa".
     """
+    if not names:
+        raise ConfigError(f"--extract names no extractor; choose from {','.join(ALL_EXTRACTORS)}")
     unknown = [n for n in names if n not in ALL_EXTRACTORS]
     if unknown:
         raise ConfigError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(ALL_EXTRACTORS)}")
@@ -177,6 +206,31 @@ def select_extractors(names: Sequence[str], categories: Sequence[str]) -> tuple[
         if n in names and n != "validate"
     ]
     return chosen, "validate" in names
+
+
+def check_settings(settings: IngestSettings) -> None:
+    """What can be known wrong with the settings before anything starts.
+
+    Raises:
+        ConfigError: no or unknown extractors, or a context window too small for a chunk, its instructions,
+            what a retry repeats of an invalid reply, and the longest reply the chosen schemas admit.
+    """
+    extractors, validate = select_extractors(settings.extractors, settings.categories)
+    schemas = [e.schema for e in extractors] + ([VALIDATE.schema] if validate else [])
+    reply = max(max_tokens_for(schema) for schema in schemas)
+    task = max((e.task for e in extractors), key=len)
+    instructions = approx_tokens(SYSTEM + task + "x" * (RETRY_ECHO_CHARS + RETRY_ERROR_CHARS)) + _PROMPT_SLACK
+    chunk = settings.chunk_tokens if settings.chunk_tokens is not None else CHUNK_TOKENS
+    need = chunk + instructions + reply
+    if settings.n_ctx < need:
+        raise ConfigError(
+            f"--n-ctx {settings.n_ctx} is too small: a {chunk}-token chunk, its instructions and the longest reply "
+            f"({reply} tokens) need {need}; raise --n-ctx or lower --chunk-tokens"
+        )
+
+
+# Tokens a prompt has beyond the system prompt, the task and the chunk: the source line, the chat template.
+_PROMPT_SLACK = 64
 
 
 def model_order(settings: IngestSettings, extractors: Sequence[Extractor], validate: bool) -> list[str]:
@@ -213,6 +267,7 @@ def ingest(
         GraphError: the graph is unreachable (nothing half-written stays: batches are transactions).
         ModelError: the model cannot be found or loaded; ``WorkerCrashedError`` when its worker died.
     """
+    check_settings(settings)
     extractors, validate = select_extractors(settings.extractors, settings.categories)
     paths = find_pdfs(inputs)
     graph.apply_schema()
@@ -280,6 +335,7 @@ class _Run:
         )
         self.warmed: dict[str, tuple[int, int]] = {}  # doc id -> LLM calls and prompt tokens of warm-up passes
         self.pages_shown = 0.0  # how far the progress display's pages bar is, in the current document
+        self.covered_before: list[str] = []  # what a done document being reopened already covers
 
     def close(self, report: IngestReport) -> None:
         report.models = [use for use in self.pool.usage.values() if use.loads]
@@ -318,19 +374,32 @@ class _Run:
         password = s.password.get_secret_value() if s.password else None
         return open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
 
-    def _settled(self, status: str | None) -> bool:
-        """Whether a document in this state is left alone: done, or failed with retries of failures off."""
-        return status == DocStatus.DONE or (status == DocStatus.FAILED and not self.settings.retry_failed)
+    @functools.cached_property
+    def coverage(self) -> list[str]:
+        """What this run extracts, as name@version@model for each extractor (the validation pass included).
+
+        A document is done for this run only if its recorded coverage includes all of it: a later run that
+        asks for more extractors (or another model, or a new extractor version) does the missing work.
+        """
+        chosen = [*self.extractors, *([VALIDATE] if self.validate else [])]
+        return sorted(f"{e.name}@{e.version}@{self.runner.backend_for(e).model_id}" for e in chosen)
+
+    def _settled(self, status: str | None, coverage: Sequence[str]) -> bool:
+        """Whether a document in this state is left alone: done with all this run asks for, or failed with
+        retries of failures off."""
+        done = status == DocStatus.DONE and set(self.coverage) <= set(coverage)
+        return done or (status == DocStatus.FAILED and not self.settings.retry_failed)
 
     def _process(self, path: Path, report: DocumentReport) -> None:
         doc = self._open(path)
         meta = doc.meta
         report.doc_id, report.pages = meta.id, meta.n_pages
-        status = self.writer.document_status(meta.id)
-        if self._settled(status):
+        status, coverage = self.writer.document_state(meta.id)
+        if self._settled(status, coverage):
             report.status, report.reason = "skipped", None if status == DocStatus.DONE else "failed before"
             return
-        if not self.writer.claim(meta, self.owner, is_stale):
+        self.covered_before = coverage if status == DocStatus.DONE else []
+        if not self.writer.claim(meta, self.owner, is_stale, reopen=status == DocStatus.DONE):
             report.status, report.reason = "skipped", "being ingested by another kg-etl process"
             self.on_event(Event(kind="notice", path=str(path), message=f"{path.name}: {report.reason}"))
             return
@@ -350,12 +419,17 @@ class _Run:
         if not self._chunks(doc, runner, report):
             report.status = "interrupted"
             return
+        if report.chunks == 0:
+            raise ReadError(meta.path, _no_text_reason(meta, report))
         self._document_results(meta, runner, report)
         for old in self.writer.other_versions(meta):
             self.writer.remove_document(old)
             report.replaced.append(old)
         report.status = DocStatus.DONE
-        self.writer.upsert_document(meta, DocStatus.DONE, n_chunks=report.chunks, owner=None, finished_at=time.time())
+        coverage = sorted(set(self.coverage) | set(self.covered_before))
+        self.writer.upsert_document(
+            meta, DocStatus.DONE, n_chunks=report.chunks, owner=None, finished_at=time.time(), coverage=coverage
+        )
 
     def _release(self, doc_id: str) -> None:
         # If the graph is gone, the claim goes stale with this process and a rerun takes it over.
@@ -364,7 +438,7 @@ class _Run:
 
     def _chunks(self, doc: PdfDocument, runner: BatchExtractor, report: DocumentReport) -> bool:
         """Extract and write every chunk not yet in the graph; False when stopped before the end."""
-        done = self.writer.done_chunk_ids(doc.meta.id)
+        done = self.writer.done_chunk_ids(doc.meta.id, self.coverage)
         pages = self._noting_pages(doc.pages(), report, Path(doc.meta.path))
         chunks = self._chunk(doc, pages)
         batch: list[Chunk] = []
@@ -390,7 +464,7 @@ class _Run:
         self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
         with self._working(batch, meta):
             extractions = runner.run(batch, meta.title or meta.name)
-        self.writer.write_batch(extractions, prev, owner=self.owner)
+        self.writer.write_batch(extractions, prev, owner=self.owner, coverage=self.coverage)
         for extraction in extractions:
             self._count(extraction, report)
         self.on_event(Event(kind="batch", path=meta.path, done=batch[-1].page_end, tokens_per_s=self._speed()))
@@ -486,10 +560,12 @@ class _Run:
     def _record_failure(self, path: Path, report: DocumentReport) -> None:
         """Record an unreadable file as a failed Document, so it shows in the graph and a rerun retries it."""
         try:
+            if regular_file_problem(path) is not None:  # never hash a FIFO or a device: it would not end
+                raise OSError(path)
             doc_id = sha256_file(path)
         except OSError:
-            doc_id = content_id("unreadable", str(path.resolve()))
-        meta = DocumentMeta(id=doc_id, path=str(path.resolve()), name=path.name, n_pages=0)
+            doc_id = content_id("unreadable", text_of(os.path.abspath(path)))
+        meta = DocumentMeta(id=doc_id, path=os.path.abspath(path), name=path.name, n_pages=0)
         report.doc_id = doc_id
         self.writer.upsert_document(meta, DocStatus.FAILED, report.reason)
 
@@ -516,7 +592,7 @@ class _Run:
         """One model's share of one document; unreadable or finished documents are left to the writing pass."""
         try:
             doc = self._open(path)
-            if self._settled(self.writer.document_status(doc.meta.id)):
+            if self._settled(*self.writer.document_state(doc.meta.id)):
                 return True
             return self._warm_chunks(doc, backend)
         except ReadError:
@@ -526,7 +602,7 @@ class _Run:
         meta = doc.meta
         self.pages_shown = 0.0
         self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
-        done = self.writer.done_chunk_ids(meta.id)
+        done = self.writer.done_chunk_ids(meta.id, self.coverage)
         summaries = self.writer.chunk_summaries(meta.id)  # the document summary is built from all of them
         batch: list[Chunk] = []
         for chunk in self._chunk(doc, doc.pages()):
@@ -558,6 +634,16 @@ class _Run:
 
 
 _LATER_PASSES = ("validation", "document summary")
+
+
+def _no_text_reason(meta: DocumentMeta, report: DocumentReport) -> str:
+    """Why a document gave no chunk at all, from what its pages said, and what to do about it."""
+    kinds: dict[str, int] = {}
+    for note in report.page_notes:
+        kinds[note.status.value] = kinds.get(note.status.value, 0) + 1
+    seen = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no page with text"
+    hint = "if it is a scan, run OCR on it first (e.g. ocrmypdf)" if "no_text" in kinds else "check the file"
+    return f"no text in any of its {meta.n_pages} pages ({seen}); {hint}"
 
 
 def _doing(batch: Sequence[Chunk], meta: DocumentMeta) -> str:

@@ -26,9 +26,12 @@ The time limit
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import os
 import re
 import signal
+import stat
 import threading
 import time
 import tomllib
@@ -56,6 +59,7 @@ __all__ = [
     "open_pdf",
     "password_for",
     "read_password_map",
+    "regular_file_problem",
 ]
 
 # Generous: the slowest corpus file reads at ~25 pages/s on one core; a 350-page book needs ~15 s.
@@ -238,8 +242,9 @@ class PdfDocument:
     def _extract(self, number: int) -> str:
         page = self._reader.pages[number - 1]
         text = page.extract_text()
+        fields = _form_text(page)
         self._forget_contents(page)
-        return text
+        return f"{text}\n{fields}" if fields else text
 
     def _forget_contents(self, page: PageObject) -> None:
         """Drop the page's parsed content streams from pypdf's object cache.
@@ -256,6 +261,41 @@ class PdfDocument:
             refs += [ref for ref in contents if isinstance(ref, IndirectObject)]
         for ref in refs:
             self._reader.resolved_objects.pop((ref.generation, ref.idnum), None)
+
+
+_MAX_FIELDS = 2000  # per page: a form is text a user expects read, a million widgets is an attack
+_MAX_FIELD_CHARS = 4000
+
+
+def _form_text(page: PageObject) -> str:
+    """The values filled into the page's form fields, as "name: value" lines (a form's text is its data)."""
+    annotations = page.get("/Annots")
+    if annotations is None:
+        return ""
+    lines = []
+    for ref in list(annotations.get_object())[:_MAX_FIELDS]:
+        field = ref.get_object()
+        if not isinstance(field, dict) or field.get("/Subtype") != "/Widget":
+            continue
+        value, name = _inherited(field, "/V"), _inherited(field, "/T")
+        if isinstance(value, str) and value.strip():  # text and choice fields; a checkbox's /V is a name
+            label = f"{name}: " if isinstance(name, str) and name.strip() else ""
+            lines.append(f"{label}{value}"[:_MAX_FIELD_CHARS])
+    return "\n".join(lines)
+
+
+def _inherited(field: dict[str, object], key: str, depth: int = 8) -> object:
+    """A field attribute, from the widget or, as PDF forms allow, from its /Parent chain (bounded)."""
+    node: object = field
+    for _ in range(depth):
+        if not isinstance(node, dict):
+            return None
+        if key in node:
+            value = node[key]
+            return value.get_object() if isinstance(value, IndirectObject) else value
+        parent = node.get("/Parent")
+        node = parent.get_object() if isinstance(parent, IndirectObject) else parent
+    return None
 
 
 def _classify(raw: str) -> tuple[str, PageStatus, str | None]:
@@ -309,8 +349,39 @@ def open_pdf(
     return PdfDocument(path, reader, meta, timeout_s, ocr)
 
 
+def regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a regular file to read (a link loop, a dangling link, a FIFO, a device...), or None.
+
+    Checked before anything opens it: reading a FIFO blocks forever, and ``/dev/zero`` never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop; remove the link"
+        if os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)!r}, which does not exist; fix or remove the link"
+        return f"cannot open the file ({e.strerror or e}); check the path"
+    if stat.S_ISREG(mode):
+        return None
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return f"{kind}, not a PDF file; remove it or move it out of the folder"
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
 def _check_file(path: Path) -> str:
-    """The file's sha256, after checking that it looks like a PDF at all."""
+    """The file's sha256, after checking that it is a regular file and looks like a PDF at all."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ReadError(str(path), problem)
     try:
         with path.open("rb") as f:
             head = f.read(1024)

@@ -8,7 +8,7 @@ ff, fi, fl, ffi, ffl, so a test can put U+FB01 into a PDF exactly as LaTeX does 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from io import BytesIO
 from pathlib import Path
 
@@ -31,6 +31,7 @@ def make_pdf(
     password: str | None = None,
     image_pages: Collection[int] = (),
     broken_pages: Collection[int] = (),
+    form_fields: Mapping[int, Sequence[tuple[str, str]]] | None = None,
 ) -> Path:
     """Write a PDF with one page per entry of ``pages``, each a list of text lines; return ``path``.
 
@@ -38,6 +39,7 @@ def make_pdf(
         image_pages: 1-based pages that also draw an image (a page with no lines is image-only: a "scan").
         broken_pages: 1-based pages with an invalid hex string in their content (pypdf raises on them).
         password: encrypt with AES-256 (user password; the owner password is different).
+        form_fields: 1-based page -> (field name, filled-in value) pairs, as text fields of an AcroForm.
     """
     objects: list[bytes] = []
 
@@ -51,17 +53,25 @@ def make_pdf(
                b"/BaseEncoding /WinAnsiEncoding /Differences [1 " + _GLYPHS.encode() + b"] >> >>")  # fmt: skip
     image = add(_stream(b"<< /Type /XObject /Subtype /Image /Width 8 /Height 8 /ColorSpace /DeviceGray "
                         b"/BitsPerComponent 8", bytes(range(0, 256, 4))))  # fmt: skip
-    kids = []
+    kids, fields = [], []
     for number, lines in enumerate(pages, start=1):
         content = _content(lines, with_image=number in image_pages)
         if number in broken_pages:  # an invalid hex string, as on the bad page of angola_malaria_survey_pt.pdf
             content += b"\nBT /F1 11 Tf 72 60 Td <4?41> Tj ET"
         contents = add(_stream(b"<< /Filter /FlateDecode", zlib.compress(content)))
+        widgets = [
+            add(b"<< /Type /Annot /Subtype /Widget /FT /Tx /T " + _pdf_string(name) + b" /V " + _pdf_string(value)
+                + b" /Rect [72 %d 300 %d] >>" % (100 + 20 * i, 116 + 20 * i))
+            for i, (name, value) in enumerate((form_fields or {}).get(number, ()))
+        ]  # fmt: skip
+        fields += widgets
+        annots = f" /Annots [{' '.join(f'{w} 0 R' for w in widgets)}]" if widgets else ""
         kids.append(add(
-            f"<< /Type /Page /Parent {tree} 0 R /MediaBox [0 0 612 792] /Contents {contents} 0 R "
+            f"<< /Type /Page /Parent {tree} 0 R /MediaBox [0 0 612 792] /Contents {contents} 0 R{annots} "
             f"/Resources << /Font << /F1 {font} 0 R >> /XObject << /Im1 {image} 0 R >> >> >>".encode()
         ))  # fmt: skip
-    objects[catalog - 1] = f"<< /Type /Catalog /Pages {tree} 0 R >>".encode()
+    form = f" /AcroForm << /Fields [{' '.join(f'{f} 0 R' for f in fields)}] >>" if fields else ""
+    objects[catalog - 1] = f"<< /Type /Catalog /Pages {tree} 0 R{form} >>".encode()
     refs = " ".join(f"{kid} 0 R" for kid in kids)
     objects[tree - 1] = f"<< /Type /Pages /Kids [{refs}] /Count {len(kids)} >>".encode()
     info = add(_info(title, author))

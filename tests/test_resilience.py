@@ -182,7 +182,7 @@ def test_ctrl_c_commits_the_batch_in_hand_and_exits_cleanly(
     assert_whole_batches(graph)
     records, _, _ = graph.execute_query("MATCH (d:Document) RETURN d.status AS s, d.owner AS owner")
     assert all(r["owner"] is None for r in records), "the claim must be released"
-    assert {r["s"] for r in records} <= {"processing", "done"}
+    assert {r["s"] for r in records} <= {"pending", "done"}
 
     code, output = run_ingest(folder, tiny_model_path, env)
     assert code == 0, output
@@ -319,7 +319,7 @@ def test_a_native_crash_in_the_model_worker_is_one_line_and_a_rerun_resumes(
     assert "Traceback" not in output
     assert_whole_batches(graph)
     records, _, _ = graph.execute_query("MATCH (d:Document) RETURN d.status AS s, d.owner AS owner")
-    assert [(r["s"], r["owner"]) for r in records] == [("processing", None)], "resumable, and not claimed"
+    assert [(r["s"], r["owner"]) for r in records] == [("pending", None)], "resumable, and not claimed"
     crashed = json.loads((tmp_path / "r.json").read_text())
     assert "SIGSEGV" in crashed["error"] and crashed["documents"][0]["status"] == "interrupted"
     assert crashed["llm_calls"] == 3

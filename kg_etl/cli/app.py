@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PARTIAL",
     "GRAPH_PARAMS",
+    "add_row",
     "cli",
     "default_map",
     "err",
@@ -80,18 +81,29 @@ def out() -> Console:
 
 def say(message: str, *, stderr: bool = True, style: str | None = None) -> None:
     """Print one message as it is: user text (file names, queries, errors) is never read as rich markup."""
+    from kg_etl.models import text_of
+
     console = err() if stderr else out()
-    console.print(message, markup=False, highlight=False, soft_wrap=True, style=style)
+    console.print(text_of(message), markup=False, highlight=False, soft_wrap=True, style=style)
 
 
 def table(*columns: str) -> Table:
-    """A table whose cells fold rather than being cut with an ellipsis."""
+    """A table whose cells fold rather than being cut with an ellipsis; fill it with ``add_row``."""
     from rich.table import Table
 
     grid = Table()
     for column in columns:
         grid.add_column(column, overflow="fold")
     return grid
+
+
+def add_row(grid: Table, *cells: object) -> None:
+    """A row of plain text: a value such as ``report[/x].pdf`` is shown as it is, never read as markup."""
+    from rich.text import Text
+
+    from kg_etl.models import text_of
+
+    grid.add_row(*(Text(text_of(str(cell))) for cell in cells))
 
 
 # -- the group -----------------------------------------------------------------------------------------------
@@ -118,7 +130,20 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    _flush_stdout()
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _flush_stdout() -> None:
+    """Output that cannot be written (``> /dev/full``, a closed pipe) is one line, not a traceback at exit."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        # Python flushes stdout again on its way out; point it at nothing so that flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        say(f"error: cannot write to standard output ({e.strerror or e})")
+        sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=_KgEtlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -299,9 +324,10 @@ def _graph_settings(
     from kg_etl.graph.server import default_server
 
     if uri:
-        if password is None:
+        settings = GraphSettings(uri=uri, username=username, password=SecretStr(password or ""), database=database)
+        if not settings.password.get_secret_value():
             raise click.UsageError("--neo4j-uri / NEO4J_URI is set but no password: set NEO4J_PASSWORD")
-        return GraphSettings(uri=uri, username=username, password=SecretStr(password), database=database), None
+        return settings, None
     server = default_server()
     running = server.status()
     info = running or server.start()

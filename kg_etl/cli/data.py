@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from kg_etl.cli.app import cli, graph_options, open_graph, out, say, table
+from kg_etl.cli.app import add_row, cli, graph_options, open_graph, out, say, table
 from kg_etl.errors import KgEtlError
 
 __all__ = ["export", "query", "remove", "schema", "stats"]
@@ -207,7 +207,7 @@ def query(
     if list_queries:
         grid = table("name", "parameters", "answers")
         for q in installed_queries():
-            grid.add_row(q.name, ", ".join(q.parameters), q.summary)
+            add_row(grid, q.name, ", ".join(q.parameters), q.summary)
         out().print(grid)
         return
     if (cypher is None) == (query_file is None):
@@ -233,5 +233,5 @@ def query(
 def _print_table(columns: list[str], rows: Any) -> None:
     grid = table(*columns)
     for row in rows:
-        grid.add_row(*(str(v) for v in row))
+        add_row(grid, *(str(v) for v in row))
     out().print(grid)

@@ -231,10 +231,10 @@ def _check_before_start(settings: Any, report_path: Path | None) -> None:
     are read: a first run then fails in seconds, with the line that says how to get the model.
     """
     from kg_etl.llm.registry import resolve_model
-    from kg_etl.pipeline import select_extractors
+    from kg_etl.pipeline import check_settings
 
     try:
-        select_extractors(settings.extractors, settings.categories)
+        check_settings(settings)
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
     if report_path is not None:
@@ -341,14 +341,16 @@ class _IngestDisplay:
         self.progress.stop()
 
     def on_event(self, event: Any) -> None:
+        from kg_etl.models import text_of
+
         p = self.progress
         speed: dict[str, Any] = {"speed": f"{event.tokens_per_s:.0f} tok/s"} if event.tokens_per_s else {}
         if event.kind == "notice":
-            p.console.print(event.message, highlight=False, markup=False, soft_wrap=True)
+            p.console.print(text_of(event.message), highlight=False, markup=False, soft_wrap=True)
         elif event.kind == "run_start":
             p.update(self.files, total=event.total)
         elif event.kind == "document_start":
-            name = Path(event.path).name[:40]
+            name = text_of(Path(event.path).name)[:40]
             p.reset(self.pages, description=name, total=event.total, visible=True, stage="", speed="")
         elif event.kind == "stage":
             p.update(self.pages, stage=event.message)

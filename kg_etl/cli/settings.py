@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from kg_etl import defaults as d
-from kg_etl.cli.app import GRAPH_PARAMS, cli, out, say, table
+from kg_etl.cli.app import GRAPH_PARAMS, add_row, cli, out, say, table
 from kg_etl.errors import ConfigError
 
 __all__ = ["config", "init", "starter"]
@@ -112,7 +112,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     say(f"config file: {root.obj['config'] or 'none (kg-etl init writes one)'}")
     grid = table("option", "value", "from")
     for row in rows:
-        grid.add_row(row["option"], str(row["value"]), row["source"])
+        add_row(grid, row["option"], str(row["value"]), row["source"])
     out().print(grid)
     if passwords:
         say(f"PDF passwords for: {', '.join(passwords)}")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from kg_etl import defaults as d
-from kg_etl.cli.app import EXIT_ERROR, cli, graph_options, out, say, table
+from kg_etl.cli.app import EXIT_ERROR, add_row, cli, graph_options, out, say, table
 from kg_etl.errors import KgEtlError
 
 __all__ = ["bench", "chunks", "doctor", "graph", "home", "models"]
@@ -97,7 +97,8 @@ def models_list() -> None:
     for name, spec in sorted(load_manifest().items()):
         path = find_model_file(spec)
         size = path.stat().st_size if path else spec.size
-        grid.add_row(
+        add_row(
+            grid,
             name + (" (default)" if name == d.DEFAULT_MODEL else ""),
             "yes" if path else "no",
             f"{size / 1e6:.0f} MB" if size else "?",
@@ -140,7 +141,7 @@ def models_presets() -> None:
 
     grid = table("preset", "for", "models", "memory")
     for preset in PRESETS.values():
-        grid.add_row(preset.name, preset.description, preset.summary(), preset.memory)
+        add_row(grid, preset.name, preset.description, preset.summary(), preset.memory)
     out().print(grid)
 
 
@@ -237,7 +238,7 @@ def doctor(model: str, as_json: bool, **graph: Any) -> None:
     else:
         grid = table("check", "found", "problem")
         for check in report.checks:
-            grid.add_row(check.name, check.found, check.problem or "")
+            add_row(grid, check.name, check.found, check.problem or "")
         out().print(grid)
     if not report.ok:
         say(f"problem: {report.problems[0]}")

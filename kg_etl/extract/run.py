@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from langchain_core.messages import BaseMessage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from kg_etl.errors import ExtractionError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionCache, ExtractionFailure, Extractor, Job, Reply
@@ -218,7 +218,13 @@ class BatchExtractor:
         raw = self.cache.get(task.key) if self.cache is not None else None
         if raw is None:
             return False
-        task.accept(task.extractor.schema.model_validate_json(raw))
+        try:
+            result = task.extractor.schema.model_validate_json(raw)
+        except ValidationError:  # garbled, or written by an older schema: a miss, and the entry goes
+            assert self.cache is not None
+            self.cache.discard(task.key)
+            return False
+        task.accept(result)
         return True
 
     def _handle(self, task: _Task, reply: Reply) -> _Task | None:

@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import neo4j
 from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from kg_etl.errors import GraphError
 from kg_etl.graph import statements as st
@@ -42,7 +43,11 @@ _NEO4J_AGENT = re.compile(r"Neo4j/\d[\w.+-]*")
 
 
 class GraphSettings(BaseModel):
-    """Where the graph is; the password is a SecretStr so it never shows in reprs or logs."""
+    """Where the graph is; the password is a SecretStr so it never shows in reprs or logs.
+
+    Credentials written into the URI (``bolt://alice:secret@host:7687``) are taken out of it here, into
+    ``username`` and ``password``: the URI is printed in messages, and must never carry a password.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -51,18 +56,46 @@ class GraphSettings(BaseModel):
     password: SecretStr
     database: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_the_uri(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("uri"), str):
+            return data
+        found = _USERINFO.match(data["uri"])
+        if found is None:
+            return data
+        cleaned = dict(data, uri=found["scheme"] + found["rest"])
+        if found["user"]:
+            cleaned["username"] = unquote(found["user"])
+        if found["password"]:
+            cleaned["password"] = SecretStr(unquote(found["password"]))
+        return cleaned
+
+
+# scheme://user:password@rest, matched without parsing the rest: a malformed URI loses its password too.
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][\w+.-]*://)(?P<user>[^:@/]*)(?::(?P<password>[^@/]*))?@(?P<rest>.*)$")
+
 
 class Graph:
     """A driver bound to one database. Use as a context manager, or call ``close()``."""
 
     def __init__(self, settings: GraphSettings) -> None:
+        """Raises: GraphError: the URI is not one the driver takes (the message never shows a password)."""
         self.settings = settings
-        self._driver = neo4j.GraphDatabase.driver(
-            settings.uri,
-            auth=(settings.username, settings.password.get_secret_value()),
-            connection_timeout=10.0,
-            max_transaction_retry_time=15.0,
-        )
+        try:
+            _check_uri(settings.uri)
+            self._driver = neo4j.GraphDatabase.driver(
+                settings.uri,
+                auth=(settings.username, settings.password.get_secret_value()),
+                connection_timeout=10.0,
+                max_transaction_retry_time=15.0,
+            )
+        except (ValueError, TypeError, DriverError) as e:
+            reason = str(e.args[0]) if e.args else type(e).__name__
+            raise GraphError(
+                f"{settings.uri}: not a graph URI ({reason}); use e.g. bolt://localhost:7687 or "
+                "neo4j://host:7687 in NEO4J_URI / --neo4j-uri"
+            ) from None
 
     def __enter__(self) -> Graph:
         return self
@@ -250,6 +283,19 @@ def _closing_quote(source: str, start: int) -> int:
         else:
             i += 1
     return len(source)
+
+
+_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+def _check_uri(uri: str) -> None:
+    """Raises ValueError unless ``uri`` is scheme://host[:port] with a scheme the driver speaks."""
+    parts = urlsplit(uri)
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join(_SCHEMES)}")
+    if not parts.hostname:
+        raise ValueError("no host")
+    parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
 
 
 def split_cypher(source: str) -> list[str]:

@@ -33,7 +33,7 @@ import neo4j
 from neo4j.exceptions import AuthError, DriverError, Neo4jError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kg_etl.config import kg_etl_home
+from kg_etl.defaults import kg_etl_home, private_dir
 from kg_etl.errors import GraphServerError
 from kg_etl.graph.statements import PING
 
@@ -358,7 +358,7 @@ class LocalGraphServer:
 
     def _ensure_root(self) -> None:
         # 0700: the folder holds the password file.
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.root)
 
 
 def default_server() -> LocalGraphServer:

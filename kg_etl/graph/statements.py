@@ -36,11 +36,11 @@ _CITATION = ("doc_id", "chunk_id", "page_start", "page_end", "model")
 PROPERTY_KEYS: dict[str, tuple[str, ...]] = {
     "Document": (
         "id", "path", "name", "n_pages", "title", "author", "created", "modified", "status", "reason", "n_chunks",
-        "owner", "heartbeat", "batches_done", "finished_at",
+        "owner", "heartbeat", "batches_done", "finished_at", "coverage",
     ),
     "Chunk": (
         "id", "doc_id", "index", "text", "page_start", "page_end", "char_start", "char_end", "n_tokens",
-        "overlap_chars", "status", "failed_extractors", "failure_errors", "failure_raw",
+        "overlap_chars", "status", "failed_extractors", "failure_errors", "failure_raw", "coverage",
     ),
     "Fact": ("id", "text", "subject", "predicate", "object", "version", *_CITATION),
     "Entity": ("id", "name", "type", "aliases"),
@@ -102,12 +102,12 @@ CLAIM_DOCUMENT = Statement(
 MERGE (d:Document {id: $id})
 ON CREATE SET d.status = 'pending'
 WITH d
-WHERE d.status <> 'done' AND (d.owner IS NULL OR d.owner = $owner OR d.owner IN $stale_owners
+WHERE (d.status <> 'done' OR $reopen) AND (d.owner IS NULL OR d.owner = $owner OR d.owner IN $stale_owners
       OR d.heartbeat < $stale_before)
 SET d.owner = $owner, d.heartbeat = $now, d.status = 'processing'
 RETURN d.id AS id
 """,
-    {"id": "d1", "owner": "host:1:1", "stale_owners": [], "stale_before": 0, "now": 1},
+    {"id": "d1", "owner": "host:1:1", "stale_owners": [], "stale_before": 0, "now": 1, "reopen": False},
 )
 
 CLAIM_OWNER = Statement(
@@ -133,6 +133,7 @@ RELEASE_DOCUMENT = Statement(
     """
 MATCH (d:Document {id: $id, owner: $owner})
 REMOVE d.owner
+SET d.status = CASE d.status WHEN 'processing' THEN 'pending' ELSE d.status END
 """,
     {"id": "d1", "owner": "host:1:1"},
 )
@@ -141,7 +142,7 @@ GET_DOCUMENT = Statement(
     "get_document",
     """
 MATCH (d:Document {id: $id})
-RETURN d.status AS status, d.n_chunks AS n_chunks
+RETURN d.status AS status, d.n_chunks AS n_chunks, d.coverage AS coverage
 """,
     {"id": "d1"},
 )
@@ -171,7 +172,7 @@ DONE_CHUNK_IDS = Statement(
     "done_chunk_ids",
     """
 MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
-RETURN c.id AS id
+RETURN c.id AS id, c.coverage AS coverage
 """,
     {"doc_id": "d1"},
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import neo4j
@@ -52,19 +52,26 @@ class GraphWriter:
     # -- documents ---------------------------------------------------------------------------------------
 
     def document_status(self, doc_id: str) -> str | None:
+        return self.document_state(doc_id)[0]
+
+    def document_state(self, doc_id: str) -> tuple[str | None, list[str]]:
+        """The document's status, and the extractions (name@version@model) its ``done`` covers."""
         rows = self.graph.read_rows(st.GET_DOCUMENT, id=doc_id)
-        return str(rows[0]["status"]) if rows else None
+        if not rows:
+            return None, []
+        return str(rows[0]["status"]), [str(c) for c in rows[0]["coverage"] or []]
 
     def upsert_document(self, meta: DocumentMeta, status: str, reason: str | None = None, **extra: Any) -> None:
         props = meta.model_dump(exclude={"id"}) | {"status": status, "reason": reason} | extra
         self.graph.run(st.UPSERT_DOCUMENT, id=meta.id, props=props)
 
-    def claim(self, meta: DocumentMeta, owner: str, stale: Callable[[str], bool]) -> bool:
-        """Take a document for this process, unless it is done or another live process holds it.
+    def claim(self, meta: DocumentMeta, owner: str, stale: Callable[[str], bool], *, reopen: bool = False) -> bool:
+        """Take a document for this process, unless it is done (and not ``reopen``) or another live process holds it.
 
         Two ingests on one folder each claim documents in a transaction, so no document is processed twice
         at once. A claim whose owner is gone (``stale(owner)``, e.g. a killed process on this host) or whose
-        heartbeat is older than ``CLAIM_TIMEOUT_S`` is taken over.
+        heartbeat is older than ``CLAIM_TIMEOUT_S`` is taken over. ``reopen`` takes a done document whose
+        extractions do not cover what this run asks for.
         """
 
         def work(tx: neo4j.ManagedTransaction) -> bool:
@@ -78,6 +85,7 @@ class GraphWriter:
                 now=now,
                 stale_owners=[holder] if holder and holder != owner and stale(holder) else [],
                 stale_before=now - CLAIM_TIMEOUT_S,
+                reopen=reopen,
             ).single()
             if claimed is not None:
                 props = meta.model_dump(exclude={"id"}) | {"status": DocStatus.PROCESSING, "reason": None}
@@ -92,10 +100,14 @@ class GraphWriter:
             return self.graph.write(work)
 
     def release(self, doc_id: str, owner: str) -> None:
+        """Give up this process's claim; a document it was processing goes back to ``pending``."""
         self.graph.run(st.RELEASE_DOCUMENT, id=doc_id, owner=owner)
 
-    def done_chunk_ids(self, doc_id: str) -> set[str]:
-        return {str(r["id"]) for r in self.graph.read_rows(st.DONE_CHUNK_IDS, doc_id=doc_id)}
+    def done_chunk_ids(self, doc_id: str, coverage: Collection[str] = ()) -> set[str]:
+        """The document's chunks in the graph whose extractions cover ``coverage`` (name@version@model each)."""
+        wanted = set(coverage)
+        rows = self.graph.read_rows(st.DONE_CHUNK_IDS, doc_id=doc_id)
+        return {str(r["id"]) for r in rows if wanted <= set(r["coverage"] or [])}
 
     def chunk_summaries(self, doc_id: str) -> dict[int, str]:
         """The document's chunk summaries by chunk index, in order."""
@@ -152,13 +164,15 @@ class GraphWriter:
         prev_chunk_id: str | None,
         model: str | None = None,
         owner: str | None = None,
+        coverage: Sequence[str] = (),
     ) -> None:
         """One batch in one transaction: its chunks, their links and their extractions, or nothing.
 
         Each result cites the model that made it (``ChunkExtraction.models``; ``model`` where none is named).
-        With ``owner``, the document's claim heartbeat and batch count move in the same transaction.
+        With ``owner``, the document's claim heartbeat and batch count move in the same transaction. Each chunk
+        records ``coverage``, the extractions (name@version@model) it was written with.
         """
-        rows = batch_rows(batch, prev_chunk_id, model)
+        rows = batch_rows(batch, prev_chunk_id, model, coverage)
 
         def work(tx: neo4j.ManagedTransaction) -> None:
             for statement, statement_rows in rows:
@@ -176,10 +190,10 @@ CLAIM_TIMEOUT_S = 30 * 60
 
 
 def batch_rows(
-    batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str | None = None
+    batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str | None = None, coverage: Sequence[str] = ()
 ) -> list[tuple[st.Statement, list[Row]]]:
     """Every statement of a batch with its rows, in dependency order (nodes before their links)."""
-    chunks, links = _chunk_rows(batch, prev_chunk_id)
+    chunks, links = _chunk_rows(batch, prev_chunk_id, coverage)
     facts, entities, relations = _fact_rows(batch, model)
     topics, parents, chunk_topics = _topic_rows(batch)
     return [
@@ -205,7 +219,9 @@ def _results(batch: Iterable[ChunkExtraction], name: str, kind: type[BaseModel])
             yield extraction.chunk, result
 
 
-def _chunk_rows(batch: Sequence[ChunkExtraction], prev: str | None) -> tuple[list[Row], list[Row]]:
+def _chunk_rows(
+    batch: Sequence[ChunkExtraction], prev: str | None, coverage: Sequence[str]
+) -> tuple[list[Row], list[Row]]:
     rows = []
     for extraction in batch:
         chunk, failures = extraction.chunk, extraction.failures
@@ -215,6 +231,7 @@ def _chunk_rows(batch: Sequence[ChunkExtraction], prev: str | None) -> tuple[lis
             "failed_extractors": [f.extractor for f in failures],
             "failure_errors": [f.error for f in failures],
             "failure_raw": [f.raw for f in failures],
+            "coverage": list(coverage),
         }
         rows.append({"id": chunk.id, "doc_id": chunk.doc_id, "prev_id": prev, "props": props})
         prev = chunk.id

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from kg_etl.config import kg_etl_home
-from kg_etl.errors import ConfigError, ModelError
+from kg_etl.defaults import kg_etl_home, private_dir
+from kg_etl.errors import ConfigError, ModelError, StateError
 from kg_etl.models import content_id
 
 __all__ = [
@@ -238,7 +238,7 @@ def _locked_cache() -> Iterator[dict[str, Any]]:
     A cache that cannot be parsed is treated as empty: it only saves work.
     """
     path = placement_cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -262,10 +262,15 @@ def _read_entries(path: Path) -> dict[str, Any]:
 
 def _write_private(path: Path, text: str) -> None:
     partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    partial.replace(path)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        partial.replace(path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise StateError(f"{path}: cannot save the placement probe's result ({e.strerror or e}); free space "
+                         "there or move KG_ETL_HOME") from e  # fmt: skip
 
 
 # -- the probe child -------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from kg_etl.llm.protocol import SPLIT
 from kg_etl.models import Chunk
 
-__all__ = ["SPLIT", "chunk_messages", "retry_messages", "to_chat_dicts"]
+__all__ = ["RETRY_ECHO_CHARS", "RETRY_ERROR_CHARS", "SPLIT", "chunk_messages", "retry_messages", "to_chat_dicts"]
 
 
 SYSTEM = (
@@ -39,12 +39,19 @@ def chunk_messages(chunk: Chunk, source: str, task: str) -> list[BaseMessage]:
     )
 
 
+# How much of an invalid reply and of its error a retry repeats: enough to show the model its mistake, little
+# enough that a retry prompt always fits the context the first one did (see pipeline.check_settings).
+RETRY_ECHO_CHARS = 600
+RETRY_ERROR_CHARS = 500
+
+
 def retry_messages(messages: Sequence[BaseMessage], reply: str, error: str) -> list[BaseMessage]:
     """``messages`` plus the invalid reply and the validation error, asking for a corrected reply."""
     retry = ChatPromptTemplate.from_messages(
         [("ai", "{reply}"), ("human", "That reply is invalid: {error}\nReply again with corrected JSON only.")]
     )
-    return [*messages, *retry.format_messages(reply=reply, error=error[:500])]
+    echo = reply if len(reply) <= RETRY_ECHO_CHARS else reply[:RETRY_ECHO_CHARS] + " ..."
+    return [*messages, *retry.format_messages(reply=echo, error=error[:RETRY_ERROR_CHARS])]
 
 
 def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:

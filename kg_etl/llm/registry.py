@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kg_etl.config import DEFAULT_MODEL, kg_etl_home
+from kg_etl.defaults import DEFAULT_MODEL, kg_etl_home, private_dir
 from kg_etl.errors import ConfigError, DownloadError, ModelNotFoundError
 from kg_etl.llm.runtime import Sampling
 from kg_etl.models import sha256_file
@@ -126,6 +126,8 @@ def download_dir() -> Path:
         clone = clone_models_dir()
         folder = clone if clone is not None and os.access(clone, os.W_OK) else kg_etl_home() / "models"
     folder.mkdir(parents=True, exist_ok=True)
+    if kg_etl_home() in folder.parents:
+        private_dir(folder)
     return folder
 
 

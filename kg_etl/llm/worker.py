@@ -24,8 +24,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from kg_etl.config import kg_etl_home
-from kg_etl.errors import ModelError, WorkerCrashedError
+from kg_etl.defaults import kg_etl_home, private_dir
+from kg_etl.errors import ModelError, StateError, WorkerCrashedError
 from kg_etl.extract.base import Job, OnReply, Reply
 from kg_etl.llm.backend import chat_request, to_reply
 from kg_etl.llm.protocol import ChatRequest, WorkerInfo, WorkerSpec
@@ -204,9 +204,21 @@ class WorkerBackend:
 
 
 def _log_path(model: str) -> Path:
-    """A fresh log per worker, old ones pruned: ``KG_ETL_HOME/logs/worker-<pid>-<model>.log``."""
+    """A fresh log per worker, old ones pruned: ``KG_ETL_HOME/logs/worker-<pid>-<model>.log``.
+
+    Raises:
+        StateError: the folder cannot be written (a full disk, permissions).
+    """
     folder = kg_etl_home() / "logs"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return _fresh_log(folder, model)
+    except OSError as e:
+        raise StateError(f"{folder}: cannot write the model worker's log ({e.strerror or e}); free space there "
+                         "or move KG_ETL_HOME") from e  # fmt: skip
+
+
+def _fresh_log(folder: Path, model: str) -> Path:
+    private_dir(folder)
     cutoff = time.time() - _LOG_MAX_AGE_S
     for old in folder.glob("worker-*.log"):
         with contextlib.suppress(OSError):
