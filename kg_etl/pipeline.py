@@ -218,7 +218,7 @@ def check_settings(settings: IngestSettings) -> None:
     extractors, validate = select_extractors(settings.extractors, settings.categories)
     schemas = [e.schema for e in extractors] + ([VALIDATE.schema] if validate else [])
     reply = max(max_tokens_for(schema) for schema in schemas)
-    task = max((e.task for e in extractors), key=len)
+    task = max((e.instructions("") for e in extractors), key=len)
     instructions = approx_tokens(SYSTEM + task + "x" * (RETRY_ECHO_CHARS + RETRY_ERROR_CHARS)) + _PROMPT_SLACK
     chunk = settings.chunk_tokens if settings.chunk_tokens is not None else CHUNK_TOKENS
     need = chunk + instructions + reply
@@ -463,7 +463,7 @@ class _Run:
             return prev
         self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
         with self._working(batch, meta):
-            extractions = runner.run(batch, meta.title or meta.name)
+            extractions = runner.run(batch, meta.title or "")
         self.writer.write_batch(extractions, prev, owner=self.owner, coverage=self.coverage)
         for extraction in extractions:
             self._count(extraction, report)
@@ -526,7 +526,7 @@ class _Run:
         if not summaries:
             return
         with self._working([], meta):
-            result = runner.summarise_document(summaries, meta.title or meta.name, approx_tokens)
+            result = runner.summarise_document(summaries, meta.title or "", approx_tokens)
         if isinstance(result, ExtractionFailure):
             report.failures.append(result)
             report.chunks_failed += 1  # counted as a failure of the run: the document has no summary
@@ -617,14 +617,14 @@ class _Run:
         if "summary" in {e.name for e in self.extractors} and self.runner.backend_for(SUMMARY) is backend:
             ordered = [summaries[i] for i in sorted(summaries)]
             with self._working([], meta):
-                self.runner.summarise_document(ordered, meta.title or meta.name, approx_tokens)
+                self.runner.summarise_document(ordered, meta.title or "", approx_tokens)
         return True
 
     def _warm_batch(self, batch: list[Chunk], meta: DocumentMeta, backend: Backend) -> dict[int, str]:
         """Runs one model's jobs for a batch; returns the chunk summaries now known, by chunk index."""
         self.on_event(Event(kind="stage", path=meta.path, message=_doing(batch, meta)))
         with self._working(batch, meta):
-            outs = self.runner.run(batch, meta.title or meta.name, only=backend)
+            outs = self.runner.run(batch, meta.title or "", only=backend)
         calls, tokens = self.warmed.get(meta.id, (0, 0))
         calls += sum(out.llm_calls for out in outs)
         self.warmed[meta.id] = (calls, tokens + sum(out.prompt_tokens for out in outs))

@@ -27,7 +27,7 @@ from typing import Any
 import neo4j
 import pytest
 
-from kg_etl.graph.server import LocalGraphServer, ServerInfo
+from kg_etl.graph.server import READER, LocalGraphServer, ServerInfo
 from kg_etl.llm.runtime import LocalModel, Sampling
 
 # ---------------------------------------------------------------- isolation
@@ -65,6 +65,13 @@ class GraphConn:
     password: str = field(repr=False)  # kept out of reprs, so out of pytest's failure reports
     database: str
     info: ServerInfo
+    reader_password: str = field(repr=False, default="")
+
+    @property
+    def reader_env(self) -> dict[str, str]:
+        """The NEO4J_* variables of the server's read-only user, as `kg-etl query` uses on the local server."""
+        return {"NEO4J_URI": self.uri, "NEO4J_USERNAME": READER, "NEO4J_PASSWORD": self.reader_password,
+                "NEO4J_DATABASE": self.database}  # fmt: skip
 
     @property
     def http_url(self) -> str:
@@ -95,7 +102,7 @@ def graph_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphConn
     server = LocalGraphServer(tmp_path_factory.mktemp("graph"), die_with_parent=True)
     info = server.start()
     try:
-        yield GraphConn(info.uri, info.username, server.password(), info.database, info)
+        yield GraphConn(info.uri, info.username, server.password(), info.database, info, server.reader_password())
     finally:
         server.stop()
 
@@ -211,7 +218,7 @@ def _called_from_kg_etl() -> bool:
         filename = frame.f_code.co_filename
         if f"{os.sep}kg_etl{os.sep}" in filename:
             # A user's own query (`kg-etl query`) is theirs to get right, not a statement of ours.
-            return frame.f_code.co_name != "read_query"
+            return frame.f_code.co_name not in ("_user_query", "_check_plan")
         frame = frame.f_back  # type: ignore[assignment]
     return False
 

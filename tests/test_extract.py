@@ -36,7 +36,7 @@ from kg_etl.extract.keywords import KEYWORDS, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
 from kg_etl.extract.run import BatchExtractor, DocumentSummary, Validations
 from kg_etl.extract.summary import Summary
-from kg_etl.extract.validate import EVIDENCE_THRESHOLD, Judgement, evidence_score, judge, token_f1
+from kg_etl.extract.validate import EVIDENCE_THRESHOLD, Judgement, evidence_score, judge, token_f1, validation_task
 from kg_etl.llm import runtime
 from kg_etl.llm.backend import LangChainBackend, LlamaBackend
 from kg_etl.llm.grammar import llama_grammar, parse_reply
@@ -396,8 +396,8 @@ class Script:
     def __call__(self, messages: list[BaseMessage]) -> str:
         prompt = str(messages[1].content)  # the first human message: chunk and task
         i = next(i for i, text in enumerate(TEXTS) if text[:40] in prompt)
-        if match := re.search(r"Question: (.*)\nProposed answer: (.*)\n", prompt):
-            return json.dumps(self.judgement(match[1], match[2]))
+        if match := re.search(r"Question: (.*)\n", prompt):
+            return json.dumps(self.judgement(match[1], i))
         name = next(e.name for e in self.extractors if e.task in prompt)
         return json.dumps(self.reply(name, i))
 
@@ -420,10 +420,12 @@ class Script:
         }[name]
 
     @staticmethod
-    def judgement(question: str, answer: str) -> dict[str, str]:
+    def judgement(question: str, i: int) -> dict[str, Any]:
+        """A faithful judge, answering from the chunk alone (it never sees the proposed answer)."""
         if question.startswith("Who paid"):
-            return {"answer": "not stated", "verdict": "not_answerable"}
-        return {"answer": answer, "verdict": "agrees"}
+            return {"answerable": False, "answer": "not stated"}
+        answer = {"What does": TOPICS[i], "What is c": "cheese"}[question[:9]]
+        return {"answerable": True, "answer": answer}
 
 
 def scripted_run(
@@ -466,6 +468,50 @@ def test_parsing_error_is_retried_with_its_text_then_accepted() -> None:
     assert retry[-2].content == "not json at all"
     assert "That reply is invalid: " in str(retry[-1].content)
     assert "Invalid JSON" in str(retry[-1].content)
+
+
+@pytest.mark.parametrize(
+    "copied",
+    [
+        {"keywords": [{"term": "relevance", "relevance": 0.9}]},  # a word of the instructions, not of the chunk
+        {"keywords": [{"term": "...", "relevance": 0.9}]},  # a placeholder, as Gemma wrote
+        {"keywords": [{"term": "names, technical terms, concepts", "relevance": 0.9}]},
+    ],
+)
+def test_a_reply_that_repeats_the_prompt_is_asked_again_then_failed(copied: dict[str, Any]) -> None:
+    chat = ScriptedChat(respond=lambda _: json.dumps(copied))
+    [out] = scripted_run(chat, [KEYWORDS], False, [make_chunk(0)], retries=1)
+    [failure] = out.failures
+    assert "repeats the prompt" in failure.error and failure.attempts == 2 and "keywords" not in out.results
+    assert "repeats the prompt" in str(chat.calls[1][-1].content), "the retry says what was wrong"
+
+
+def test_a_real_answer_is_not_taken_for_an_echo() -> None:
+    real = {"keywords": [{"term": "nitrate", "relevance": 0.9}, {"term": "groundwater", "relevance": 0.5}]}
+    chat = ScriptedChat(respond=lambda _: json.dumps(real))
+    [out] = scripted_run(chat, [KEYWORDS], False, [make_chunk(0)])
+    assert out.failures == [] and len(chat.calls) == 1
+
+
+def test_category_labels_come_in_an_order_of_their_own_for_each_chunk() -> None:
+    labels = [f"Label {i}" for i in range(12)]
+    extractor = categories_extractor(labels)
+    orders = {extractor.instructions(make_chunk(i).text_hash) for i in range(3)}
+    assert len(orders) == 3, "one order for every chunk: no label is always first"
+    assert extractor.instructions(make_chunk(0).text_hash) == extractor.instructions(make_chunk(0).text_hash)
+    assert all(label in order for order in orders for label in labels)
+
+
+def test_the_model_sees_the_title_but_never_the_file_name() -> None:
+    assert "report-2024.pdf" not in str(chunk_messages(make_chunk(0), "", KEYWORDS.task))
+    assert 'from "Groundwater survey"' in str(chunk_messages(make_chunk(0), "Groundwater survey", KEYWORDS.task))
+
+
+def test_no_prompt_shows_an_example_value_a_model_could_copy() -> None:
+    extractors, _ = all_extractors()
+    for extractor in extractors:
+        text = extractor.instructions("")
+        assert '"..."' not in text and "Computing" not in text and '"person"' not in text, extractor.name
 
 
 def test_reply_that_never_parses_is_a_failure_with_the_raw_reply() -> None:
@@ -596,7 +642,7 @@ def test_answerable_question_with_exact_evidence_is_valid() -> None:
     qa = pair(
         "When did Rosetta reach comet 67P?", "August 2014", "The Rosetta spacecraft reached comet 67P in August 2014."
     )
-    v = judge(qa, Judgement(answer="in August 2014", verdict="agrees"), CHUNK)
+    v = judge(qa, Judgement(answerable=True, answer="in August 2014"), CHUNK)
     assert v.verdict == "valid"
     assert v.evidence_found and v.evidence_score == 1.0
     assert v.score >= 0.9
@@ -606,7 +652,7 @@ def test_question_the_chunk_does_not_answer_is_invalid() -> None:
     qa = pair(
         "Who built the Philae lander?", "the German Aerospace Center", "Its lander Philae touched down in November"
     )
-    v = judge(qa, Judgement(answer="not stated", verdict="not_answerable"), CHUNK)
+    v = judge(qa, Judgement(answerable=False, answer="not stated"), CHUNK)
     assert v.verdict == "invalid"
     assert v.judgement == "not_answerable"
     assert v.score < 0.5
@@ -614,14 +660,14 @@ def test_question_the_chunk_does_not_answer_is_invalid() -> None:
 
 def test_disagreeing_judge_makes_the_pair_invalid() -> None:
     qa = pair("When did Philae touch down?", "in March", "Its lander Philae touched down in November")
-    v = judge(qa, Judgement(answer="in November", verdict="disagrees"), CHUNK)
+    v = judge(qa, Judgement(answerable=True, answer="in November"), CHUNK)
     assert v.verdict == "invalid"
     assert v.evidence_found  # the quote is real; the answer is what is wrong
 
 
 def test_evidence_missing_from_the_chunk_is_invalid_even_if_the_judge_agrees() -> None:
     qa = pair("What fuel did Rosetta use?", "hydrazine", "Rosetta burned hydrazine on its way to the comet.")
-    v = judge(qa, Judgement(answer="hydrazine", verdict="agrees"), CHUNK)
+    v = judge(qa, Judgement(answerable=True, answer="hydrazine"), CHUNK)
     assert v.verdict == "invalid"
     assert not v.evidence_found
     assert v.evidence_score < EVIDENCE_THRESHOLD
@@ -639,7 +685,34 @@ def test_evidence_missing_from_the_chunk_is_invalid_even_if_the_judge_agrees() -
 def test_small_copy_errors_in_the_evidence_are_tolerated(quote: str) -> None:
     assert evidence_score(quote, CHUNK) >= EVIDENCE_THRESHOLD
     qa = pair("When did Philae touch down?", "November", quote)
-    assert judge(qa, Judgement(answer="in November", verdict="agrees"), CHUNK).verdict == "valid"
+    assert judge(qa, Judgement(answerable=True, answer="in November"), CHUNK).verdict == "valid"
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "evidence"),
+    [
+        ("...?, 1: [", "###", "###}, {2: "),  # a junk pair a small model wrote, once judged valid with 1.0
+        ("When did Rosetta reach comet 67P?", "###", "The Rosetta spacecraft reached comet 67P in August 2014."),
+        ("When did Rosetta reach comet 67P?", "August 2014", "comet 67P in"),  # too short to prove anything
+        ("August 2014 Rosetta", "August 2014", "The Rosetta spacecraft reached comet 67P in August 2014."),
+    ],
+    ids=["junk", "answer-without-words", "three-word-quote", "not-a-question"],
+)
+def test_a_pair_without_real_content_is_never_valid(question: str, answer: str, evidence: str) -> None:
+    v = judge(pair(question, answer, evidence), Judgement(answerable=True, answer=answer), CHUNK)
+    assert v.verdict == "invalid"
+
+
+def test_an_answer_the_chunk_does_not_contain_is_invalid_even_if_the_judge_gives_it_too() -> None:
+    qa = pair(
+        "When did Rosetta reach comet 67P?", "in March 1999", "The Rosetta spacecraft reached comet 67P in August 2014."
+    )
+    assert judge(qa, Judgement(answerable=True, answer="in March 1999"), CHUNK).verdict == "invalid"
+
+
+def test_the_judge_never_sees_the_proposed_answer() -> None:
+    qa = pair("When did Rosetta reach comet 67P?", "a deliberately wrong answer", "The spacecraft reached comet 67P.")
+    assert qa.answer not in validation_task(qa)
 
 
 def test_words_scattered_over_the_chunk_are_not_evidence() -> None:
@@ -654,7 +727,7 @@ def test_words_scattered_over_the_chunk_are_not_evidence() -> None:
         ("August 2014", "august, 2014!", 1.0),
         ("in August 2014", "August 2014", 0.8),
         ("hydrazine", "xenon", 0.0),
-        ("", "", 1.0),
+        ("", "", 0.0),  # two empty answers say nothing: they do not agree
         ("", "something", 0.0),
     ],
 )

@@ -20,7 +20,7 @@ import click
 
 from kg_etl import __version__
 from kg_etl import defaults as d
-from kg_etl.errors import ConfigError, KgEtlError, WorkerCrashedError
+from kg_etl.errors import ConfigError, GraphServerError, KgEtlError, WorkerCrashedError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -297,13 +297,21 @@ def graph_options(f: F) -> F:
 
 @contextmanager
 def open_graph(
-    neo4j_uri: str | None, neo4j_username: str, neo4j_password: str | None, neo4j_database: str | None
+    neo4j_uri: str | None,
+    neo4j_username: str,
+    neo4j_password: str | None,
+    neo4j_database: str | None,
+    *,
+    read_only: bool = False,
 ) -> Iterator[Graph]:
-    """The graph ``graph_options`` name, or the local server (started if needed, and said so once at the end)."""
+    """The graph ``graph_options`` name, or the local server (started if needed, and said so once at the end).
+
+    ``read_only``: on the local server, connect as its read-only user (``kg-etl query``).
+    """
     from kg_etl.graph.connection import Graph
 
     root = click.get_current_context().find_root()
-    settings, started = _graph_settings(neo4j_uri, neo4j_username, neo4j_password, neo4j_database)
+    settings, started = _graph_settings(neo4j_uri, neo4j_username, neo4j_password, neo4j_database, read_only)
     try:
         with Graph(settings) as graph:
             graph.wait_ready(root.obj["connect_timeout"])
@@ -316,12 +324,12 @@ def open_graph(
 
 
 def _graph_settings(
-    uri: str | None, username: str, password: str | None, database: str | None
+    uri: str | None, username: str, password: str | None, database: str | None, read_only: bool = False
 ) -> tuple[Any, int | None]:
     from pydantic import SecretStr
 
     from kg_etl.graph.connection import GraphSettings
-    from kg_etl.graph.server import default_server
+    from kg_etl.graph.server import READER, default_server
 
     if uri:
         settings = GraphSettings(uri=uri, username=username, password=SecretStr(password or ""), database=database)
@@ -333,7 +341,14 @@ def _graph_settings(
     info = running or server.start()
     verb = "using" if running else "started"
     say(f"{verb} the local graph server at {info.uri} (database {info.database}); set NEO4J_URI to use your own Neo4j")
-    settings = GraphSettings(
-        uri=info.uri, username=info.username, password=SecretStr(server.password()), database=info.database
-    )
+    if read_only:
+        if not info.reader:
+            raise GraphServerError(
+                "the running local graph server was started by an older kg-etl, without the read-only user that "
+                "kg-etl query needs: run `kg-etl graph stop` and the command again"
+            )
+        username, secret = READER, server.reader_password()
+    else:
+        username, secret = info.username, server.password()
+    settings = GraphSettings(uri=info.uri, username=username, password=SecretStr(secret), database=info.database)
     return settings, None if running else info.pid

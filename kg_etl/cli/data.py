@@ -183,6 +183,14 @@ def stats(as_json: bool, **graph: Any) -> None:
     '{"k": 1}; anything else is a string. Repeatable.',
 )
 @click.option("--list", "list_queries", is_flag=True, help="List the installed Browser queries and their parameters.")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    envvar="KG_ETL_QUERY_TIMEOUT",
+    help="Seconds a query may run; then it is stopped on the server too [env KG_ETL_QUERY_TIMEOUT].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @graph_options
 def query(
@@ -190,10 +198,15 @@ def query(
     query_file: str | None,
     params: tuple[str, ...],
     list_queries: bool,
+    timeout: float,
     as_json: bool,
     **graph: Any,
 ) -> None:
     """Run a read-only Cypher query: one that reads the graph and changes nothing.
+
+    The server enforces it: on the local graph server the query runs as a user who may only read, with
+    LOAD CSV's file and URL access off; on Neo4j in a READ transaction, with no LOAD CSV and only read-only
+    procedures. Ctrl-C or --timeout stops it on the server, not only here.
 
     \b
     Examples:
@@ -220,8 +233,8 @@ def query(
             examples = " ".join(f"-p {name}={browser_query.parameters[name]}" for name in missing)
             raise click.UsageError(f"{browser_query.name} needs {', '.join(missing)}; e.g. {examples}")
     text = cypher if cypher is not None else browser_query.text
-    with open_graph(**graph) as conn:
-        rows = conn.read_query(text, values)
+    with open_graph(**graph, read_only=True) as conn:
+        rows = conn.read_query(text, values, timeout=timeout)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, default=str, ensure_ascii=False))

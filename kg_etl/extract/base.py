@@ -34,6 +34,13 @@ class Extractor:
     version: str
     schema: type[BaseModel]
     task: str
+    # Instructions that differ by chunk (keyed by its text hash), where the same text for every chunk would
+    # bias a small model, e.g. a label list whose first labels always win.
+    task_for: Callable[[str], str] | None = None
+
+    def instructions(self, text_hash: str) -> str:
+        """The instructions for one chunk: the same for the same text, so the cache and prefix hold."""
+        return self.task_for(text_hash) if self.task_for is not None else self.task
 
 
 @dataclass(frozen=True)

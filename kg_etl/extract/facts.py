@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,13 +50,17 @@ class Facts(BaseModel):
 
 FACTS = Extractor(
     name="facts",
-    version="2",
+    version="3",
     schema=Facts,
+    # No example values: small models copy them into every answer. The grammar fixes the JSON's shape, so
+    # the prompt only needs to say what goes where.
     task=(
         "List the atomic facts the excerpt states: each a short, self-contained sentence that names its "
-        "subject explicitly (no 'it' or 'they'), and, where it fits, a subject-predicate-object triple. "
-        'Answer as {"facts": [{"statement": "...", "triple": {"subject": "...", "subject_type": "person", '
-        '"predicate": "...", "object": "...", "object_type": "organization"}}]}; use "triple": null when the '
-        "fact has no clear triple."
+        "subject explicitly (no 'it' or 'they'), and, where it fits, a subject-predicate-object triple whose "
+        'subject and object are copied from the excerpt. Answer with JSON: "facts" is a list of objects with '
+        '"statement" and "triple" (an object with "subject", "subject_type", "predicate", "object", '
+        '"object_type", or null when the fact has no clear triple). Types: '
+        + ", ".join(sorted(get_args(EntityType)))
+        + "."
     ),
 )

@@ -28,10 +28,11 @@ class Keywords(BaseModel):
 
 KEYWORDS = Extractor(
     name="keywords",
-    version="1",
+    version="2",
     schema=Keywords,
     task=(
-        "List the key terms of the excerpt (names, technical terms, concepts), most relevant first, each "
-        'with a relevance between 0 and 1. Answer as {"keywords": [{"term": "...", "relevance": 0.9}]}'
+        "List the key terms of the excerpt (names, technical terms, concepts), each copied as it appears in the "
+        'excerpt, most relevant first, each with a relevance between 0 and 1. Answer with JSON: "keywords" is '
+        'a list of objects with "term" and "relevance".'
     ),
 )

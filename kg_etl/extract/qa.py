@@ -33,11 +33,11 @@ class QAPairs(BaseModel):
 
 QA = Extractor(
     name="qa",
-    version="1",
+    version="2",
     schema=QAPairs,
     task=(
         "Write one to three questions that the excerpt answers, each understandable without the excerpt, "
-        "with its answer and, as evidence, a sentence copied exactly from the excerpt. Answer as "
-        '{"pairs": [{"question": "...?", "answer": "...", "evidence": "..."}]}'
+        "with its answer and, as evidence, a sentence copied exactly from the excerpt. Answer with JSON: "
+        '"pairs" is a list of objects with "question", "answer" and "evidence".'
     ),
 )

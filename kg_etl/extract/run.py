@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kg_etl.errors import ExtractionError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionCache, ExtractionFailure, Extractor, Job, Reply
+from kg_etl.extract.echo import echoed
 from kg_etl.extract.qa import QAPairs
 from kg_etl.extract.summary import SUMMARY, Summary, reduce_groups, reduce_messages
 from kg_etl.extract.validate import VALIDATE, Judgement, Validation, judge, validation_task
@@ -57,6 +58,8 @@ class _Task:
     key: str
     accept: Callable[[BaseModel], None]
     attempt: int = 1
+    # The instructions of a chunk extractor whose free text must come from the chunk, not from them.
+    instructions: str | None = None
 
 
 class BatchExtractor:
@@ -105,12 +108,14 @@ class BatchExtractor:
             out.results[extractor.name] = result
             out.models[extractor.name] = self.backend_for(extractor).model_id
 
+        instructions = extractor.instructions(out.chunk.text_hash)
         return _Task(
             out,
             extractor,
-            chunk_messages(out.chunk, source, extractor.task),
+            chunk_messages(out.chunk, source, instructions),
             self._key(out.chunk.text_hash, extractor),
             accept,
+            instructions=instructions,
         )
 
     def _validation_tasks(self, out: ChunkExtraction, source: str) -> list[_Task]:
@@ -233,6 +238,7 @@ class BatchExtractor:
         task.out.prompt_tokens += reply.prompt_tokens
         try:
             result = _parse(task.extractor.schema, reply)
+            _check_not_echoed(task, result)
         except ExtractionError as e:
             if task.attempt <= self.retries:
                 return replace(
@@ -281,6 +287,18 @@ def _by_backend(tasks: list[_Task], backend_for: Callable[[Extractor], Backend])
         backend = backend_for(task.extractor)
         groups.setdefault(id(backend), (backend, []))[1].append(task)
     return list(groups.values())
+
+
+def _check_not_echoed(task: _Task, result: BaseModel) -> None:
+    """Raises ExtractionError for a reply that repeats the instructions or a placeholder (``extract.echo``)."""
+    if task.instructions is None:
+        return
+    copied = echoed(result, task.instructions, task.out.chunk.text)
+    if copied is not None:
+        raise ExtractionError(
+            f"the reply repeats the prompt, not the excerpt ({copied[:60]!r}); take every value from the excerpt",
+            attempts=task.attempt,
+        )
 
 
 def _parse(schema: type[BaseModel], reply: Reply) -> BaseModel:

@@ -28,23 +28,23 @@ class Summary(BaseModel):
 
 SUMMARY = Extractor(
     name="summary",
-    version="1",
+    version="2",
     schema=Summary,
     task=(
         "Summarise the excerpt in two to four plain sentences that keep its key names, numbers and claims. "
-        'Answer as {"summary": "..."}'
+        'Answer with JSON: "summary" is the text.'
     ),
 )
 
 DOCUMENT_SUMMARY_TASK = (
     "Write one summary of this whole text in two to four plain sentences: its subject, main points and "
-    'conclusions. Answer as {"summary": "..."}'
+    'conclusions. Answer with JSON: "summary" is the text.'
 )
 
 REDUCE_PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", SYSTEM),
-        ("human", 'Summaries of consecutive parts of "{source}":\n\n{summaries}\n\n{split}{task}'),
+        ("human", "Summaries of consecutive parts of a document{source}:\n\n{summaries}\n\n{split}{task}"),
     ]
 )
 
@@ -52,7 +52,8 @@ REDUCE_PROMPT = ChatPromptTemplate.from_messages(
 def reduce_messages(source: str, summaries: Sequence[str]) -> list[BaseMessage]:
     """The prompt that merges consecutive summaries into one."""
     numbered = "\n".join(f"{i}. {text}" for i, text in enumerate(summaries, start=1))
-    return REDUCE_PROMPT.format_messages(source=source, summaries=numbered, split=SPLIT, task=DOCUMENT_SUMMARY_TASK)
+    title = f' ("{source.strip()}")' if source.strip() else ""
+    return REDUCE_PROMPT.format_messages(source=title, summaries=numbered, split=SPLIT, task=DOCUMENT_SUMMARY_TASK)
 
 
 def reduce_groups(summaries: Sequence[str], count_tokens: Callable[[str], int], budget: int) -> list[list[str]]:

@@ -19,7 +19,7 @@ class TopicNode(BaseModel):
 
 
 class TopicPath(BaseModel):
-    """Broad to specific, e.g. Computing > Distributed systems > Consensus."""
+    """Broad to specific: a field, a subfield, a topic."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,12 +36,12 @@ class Taxonomy(BaseModel):
 
 TAXONOMY = Extractor(
     name="taxonomy",
-    version="1",
+    version="2",
     schema=Taxonomy,
     task=(
         "Place the excerpt in a topic hierarchy: give one to three paths from a broad field to the specific "
-        "topic, each node with an importance from 1 (minor) to 5 (the main subject). Answer as "
-        '{"paths": [{"nodes": [{"name": "Computing", "importance": 3}, {"name": "Distributed Systems", '
-        '"importance": 4}, {"name": "Consensus", "importance": 5}]}]}'
+        "topic it is about, named from the excerpt's own subject matter, each node with an importance from 1 "
+        '(minor) to 5 (the main subject). Answer with JSON: "paths" is a list of objects with "nodes", a list '
+        'of objects with "name" and "importance", broadest first.'
     ),
 )

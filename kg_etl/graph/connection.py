@@ -6,14 +6,18 @@ Two servers speak to it: Neo4j 5, and ArcadeDB's Bolt plugin (the local server).
   5.26.0, community), so that call cannot discriminate. The Bolt agent string can: Neo4j sends
   ``Neo4j/<version>`` and nothing else (``Neo4j/5.26.0``, ``Neo4j/5.27-aura``), while compatible servers
   append who they are (``Neo4j/5.26.0 compatible (ArcadeDB 26.10.2)``). See ``Graph.is_neo4j``.
-- Read transactions. Neo4j refuses a write in a read transaction; ArcadeDB runs it, and commits schema
-  commands (CREATE INDEX ...) even when the transaction is rolled back. So ``Graph.read_query`` refuses
-  write clauses before sending anything and checks the server's own summary afterwards; see there.
+- Read transactions. Neo4j refuses a write in a read transaction; ArcadeDB ignores the access mode, runs
+  writes, commits schema commands (CREATE INDEX ...) even when the transaction is rolled back, ignores the
+  driver's transaction timeout, and executes DDL under EXPLAIN. So on ArcadeDB read-only is its permission
+  system's job: ``kg-etl query`` connects as a user whose group may only read records (see
+  ``LocalGraphServer``); ``Graph.read_query`` adds what each server allows; see there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +34,15 @@ from kg_etl.errors import GraphError
 from kg_etl.graph import statements as st
 from kg_etl.graph.statements import Statement
 
-__all__ = ["CYPHER_DIR", "Graph", "GraphSettings", "split_cypher", "write_clause"]
+__all__ = [
+    "CYPHER_DIR",
+    "QUERY_TIMEOUT_S",
+    "READ_ONLY_PROCEDURES",
+    "Graph",
+    "GraphSettings",
+    "plan_problem",
+    "split_cypher",
+]
 
 T = TypeVar("T")
 # The top-level cypher/ folder, as installed inside the package (kg_etl/cypher links to it in a checkout).
@@ -38,6 +50,7 @@ CYPHER_DIR = files("kg_etl") / "cypher"
 SCHEMA_FILE = CYPHER_DIR / "schema.cypher"
 # Full-text indexes: Neo4j only (ArcadeDB rejects CREATE FULLTEXT INDEX).
 NEO4J_SCHEMA_FILE = CYPHER_DIR / "schema-neo4j.cypher"
+QUERY_TIMEOUT_S = 30.0  # kg-etl query's default --timeout
 # Neo4j's own agent string is "Neo4j/" + a version with no spaces; compatible servers add a description.
 _NEO4J_AGENT = re.compile(r"Neo4j/\d[\w.+-]*")
 
@@ -166,40 +179,81 @@ class Graph:
         with self._session() as session:
             return session.execute_read(lambda tx: [r.data() for r in tx.run(statement.text, params)])
 
-    def read_query(self, text: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """A user's own query (``kg-etl query``), which must not change the graph.
+    def read_query(
+        self, text: str, params: dict[str, Any] | None = None, timeout: float = QUERY_TIMEOUT_S
+    ) -> list[dict[str, Any]]:
+        """A user's own query (``kg-etl query``), which must not change the graph: the server refuses writes.
 
-        Three guards, because ArcadeDB runs writes inside read transactions (and commits schema commands even
-        when the transaction rolls back): a query with a write clause is refused before it is sent; the rest
-        runs in a read-mode session, in a transaction that is always rolled back (a read has nothing to
-        commit); and a query the server itself reports as anything but a read (``query_type``, e.g. a
-        procedure that writes) raises instead of returning rows.
+        Read-only is the server's to enforce, not a word filter's: on kg-etl's local server ``query`` connects
+        as a user who may only read (``LocalGraphServer.reader_settings``); on Neo4j the session is in READ
+        mode, which Neo4j enforces, and the plan (EXPLAIN) may hold no LOAD CSV and only read-only
+        procedures. Whatever runs is rolled back. After ``timeout`` seconds, or at Ctrl-C, the query is
+        ended on the server (``TERMINATE TRANSACTIONS``), not merely abandoned.
 
         Raises:
-            GraphError: the query has a write clause, the server reports a write, or it refused the query.
+            GraphError: the server refused the query (a write, a file read), it ran past ``timeout``, or failed.
         """
-        clause = write_clause(text)
-        if clause is not None:
-            raise GraphError(
-                f"kg-etl query runs read-only queries, and this one has a {clause} clause; "
-                "change the graph with cypher-shell or Neo4j Browser instead"
-            )
-        with (
-            self._session(access_mode=neo4j.READ_ACCESS) as session,
-            session.begin_transaction() as tx,
-        ):
-            # tx.run is called in this function's own frame: the test suite tells users' queries from the
-            # project's own statements by the name of the function that sends them.
-            result = tx.run(text, params or {})
-            rows = [record.data() for record in result]
-            summary = result.consume()
-            tx.rollback()
+        if self.is_neo4j():
+            self._check_plan(text, params or {})
+        outcome: dict[str, Any] = {}
+        runner = threading.Thread(
+            target=self._user_query, args=(text, params or {}, timeout, outcome), daemon=True, name="kg-etl-query"
+        )
+        runner.start()
+        try:
+            runner.join(timeout)
+        except KeyboardInterrupt:
+            self._terminate(text)
+            raise
+        if runner.is_alive():
+            self._terminate(text)
+            runner.join(10.0)
+            raise GraphError(f"the query ran past --timeout {timeout:g} s and was stopped on the server")
+        if "error" in outcome:
+            raise outcome["error"]
+        summary = outcome["summary"]
         if summary.query_type not in (None, "r"):
             raise GraphError(
-                f"kg-etl query runs read-only queries, and the server reports this one as a write "
-                f"(query type {summary.query_type!r}); it was rolled back"
+                "kg-etl query runs read-only queries, and the server reports this one as a write "
+                f"(query type {summary.query_type!r}); nothing of it was committed"
             )
+        rows: list[dict[str, Any]] = outcome["rows"]
         return rows
+
+    def _user_query(self, text: str, params: dict[str, Any], timeout: float, outcome: dict[str, Any]) -> None:
+        # The test suite tells users' queries from the project's own statements by this function's name.
+        try:
+            with self._session(access_mode=neo4j.READ_ACCESS) as session:
+                tx = session.begin_transaction(timeout=timeout)  # Neo4j ends it there too
+                try:
+                    result = tx.run(text, params)
+                    outcome["rows"] = [record.data() for record in result]
+                    outcome["summary"] = result.consume()
+                finally:
+                    tx.close()  # rolled back: a read has nothing to commit
+        except GraphError as e:
+            outcome["error"] = _refusal(e)
+        except BaseException as e:  # handed to the caller's thread, which raises it
+            outcome["error"] = e
+
+    def _terminate(self, text: str) -> None:
+        """End the server's transactions that run ``text`` (on ArcadeDB a client's own, on Neo4j as allowed)."""
+        with contextlib.suppress(GraphError, Neo4jError, DriverError):
+            running = self.read_rows(st.RUNNING_TRANSACTIONS)
+            ids = [row["id"] for row in running if str(row["query"]).strip() == text.strip()]
+            if ids:
+                with self._session() as session:
+                    session.run(st.TERMINATE_TRANSACTIONS.text, ids=ids).consume()
+
+    def _check_plan(self, text: str, params: dict[str, Any]) -> None:
+        """On Neo4j: the plan of ``text`` must read only (no LOAD CSV, procedures from a short list)."""
+        with self._session(access_mode=neo4j.READ_ACCESS) as session:
+            summary = session.run("EXPLAIN " + text, params).consume()  # plans, runs nothing
+        problem = (
+            plan_problem(summary.plan or {}) if summary.query_type == "r" else f"query type {summary.query_type!r}"
+        )
+        if problem is not None:
+            raise GraphError(f"kg-etl query runs read-only queries, and this one has {problem}; nothing was run")
 
     def server_agent(self) -> str:
         """The server's Bolt agent string, e.g. ``Neo4j/5.26.0``."""
@@ -224,65 +278,38 @@ class Graph:
         return len(statements)
 
 
-# Clauses that change data or schema: CREATE, MERGE, [DETACH] DELETE, SET, REMOVE, FOREACH, LOAD CSV,
-# DROP/ALTER/RENAME (schema, databases, users), GRANT/DENY/REVOKE (privileges), TERMINATE (transactions).
-_WRITE_WORDS = frozenset(
-    ("create", "merge", "delete", "detach", "set", "remove", "foreach", "load", "drop", "alter", "rename", "grant",
-     "deny", "revoke", "terminate")
-)  # fmt: skip
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Procedures a read-only query may call on Neo4j: schema introspection. Others may write, or read files.
+READ_ONLY_PROCEDURES = frozenset({
+    "db.labels", "db.relationshipTypes", "db.propertyKeys", "db.indexes", "db.constraints", "db.info",
+    "db.schema.visualization", "db.schema.nodeTypeProperties", "db.schema.relTypeProperties", "dbms.components",
+})  # fmt: skip
+_PROCEDURE_NAME = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
 
 
-def write_clause(text: str) -> str | None:
-    """The first write clause keyword of a Cypher query (upper case), or None for a read-only query.
-
-    Strings, backticked names and comments are skipped, and so are words used as names: after ``.``
-    (a property), ``$`` (a parameter) or ``:`` (a label), or before ``:`` (a map key or a variable with a
-    label). A variable named like a clause keyword (``WITH 1 AS set``) is taken for the clause: backtick it.
-    """
-    code = _mask_cypher(text)
-    for match in _WORD.finditer(code):
-        word = match.group().lower()
-        if word not in _WRITE_WORDS:
-            continue
-        before = code[: match.start()].rstrip()[-1:]
-        after = code[match.end() :].lstrip()[:1]
-        if before not in (".", "$", ":") and after != ":":
-            return word.upper()
+def plan_problem(plan: dict[str, Any]) -> str | None:
+    """What in a Neo4j plan (EXPLAIN's ``summary.plan``) a read-only query may not do, or None."""
+    pending = [plan]
+    while pending:
+        node = pending.pop()
+        operator = str(node.get("operatorType", ""))
+        if operator.startswith("LoadCSV"):
+            return "LOAD CSV (it reads files or URLs)"
+        if "ProcedureCall" in operator:
+            details = " ".join(str(v) for v in (node.get("args") or {}).values())
+            name = _PROCEDURE_NAME.search(details)
+            if name is None or name.group(1) not in READ_ONLY_PROCEDURES:
+                return f"the procedure {name.group(1) if name else '(unnamed)'}, which is not a read-only one"
+        pending.extend(node.get("children") or [])
     return None
 
 
-def _mask_cypher(source: str) -> str:
-    """``source`` with strings, backticked names and comments blanked out (same length)."""
-    out = list(source)
-    i = 0
-    while i < len(source):
-        if source.startswith("//", i):
-            end = _index_or_end(source, "\n", i)
-        elif source.startswith("/*", i):
-            end = min(_index_or_end(source, "*/", i + 2) + 2, len(source))
-        elif source[i] in "'\"`":
-            end = _closing_quote(source, i)
-        else:
-            i += 1
-            continue
-        out[i:end] = " " * (end - i)
-        i = end
-    return "".join(out)
-
-
-def _closing_quote(source: str, start: int) -> int:
-    """The index just past the quote that closes the one at ``start`` (backslash escapes, except in backticks)."""
-    quote = source[start]
-    i = start + 1
-    while i < len(source):
-        if source[i] == "\\" and quote != "`":
-            i += 2
-        elif source[i] == quote:
-            return i + 1
-        else:
-            i += 1
-    return len(source)
+def _refusal(error: GraphError) -> GraphError:
+    """A write the server refused, said as what it is."""
+    code = str(getattr(error.__cause__, "code", "") or "")
+    if code.endswith(("Security.Forbidden", "Statement.AccessMode")) or "not allowed" in str(error):
+        reason = _one_line(error.__cause__ or error)
+        return GraphError(f"kg-etl query runs read-only queries, and the server refused this one: {reason}")
+    return error
 
 
 _SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")

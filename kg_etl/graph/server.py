@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -37,11 +38,22 @@ from kg_etl.defaults import kg_etl_home, private_dir
 from kg_etl.errors import GraphServerError
 from kg_etl.graph.statements import PING
 
-__all__ = ["DATABASE", "USERNAME", "LocalGraphServer", "ServerInfo", "arcadedb_installed", "default_server"]
+__all__ = [
+    "COMMAND_TIMEOUT_S",
+    "DATABASE",
+    "READER",
+    "USERNAME",
+    "LocalGraphServer",
+    "ServerInfo",
+    "arcadedb_installed",
+    "default_server",
+]
 
 DATABASE = "kg"
 USERNAME = "root"
+READER = "reader"  # may read records of the kg database, nothing else (see _write_groups)
 LOOPBACK = "127.0.0.1"
+COMMAND_TIMEOUT_S = 900  # the server ends any statement running longer: ingest's take well under a second
 
 _MAIN_CLASS = "com.arcadedb.server.ArcadeDBServer"
 _READY = "ArcadeDB Server started"
@@ -72,6 +84,8 @@ class ServerInfo(BaseModel):
     bolt_port: int
     http_port: int
     root: str
+    # Started with the read-only user that `kg-etl query` connects as (servers from older kg-etl lack it).
+    reader: bool = False
 
 
 class LocalGraphServer:
@@ -168,7 +182,9 @@ class LocalGraphServer:
 
     def password(self) -> str:
         """The server's root password, generated on first use and kept in a 0600 file."""
-        path = self.password_path
+        return self._secret(self.password_path)
+
+    def _secret(self, path: Path) -> str:
         if not path.exists():
             self._ensure_root()
             _write_new_secret(path, secrets.token_urlsafe(24))
@@ -181,15 +197,30 @@ class LocalGraphServer:
 
     # -- starting ------------------------------------------------------------------------------
 
+    @property
+    def reader_password_path(self) -> Path:
+        return self.root / "reader-password"
+
+    def reader_password(self) -> str:
+        """The read-only user's password (``READER``), generated on first use like root's; URL-safe, so it is
+        also valid in ArcadeDB's ``defaultDatabases`` syntax, which splits on , : ; [ ]."""
+        return self._secret(self.reader_password_path)
+
     def _launch(self, timeout: float) -> ServerInfo:
         java, jars = _arcadedb_paths()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _write_groups(self.data_dir / "config")
         bolt_port, http_port = self._ports()
         password = self.password()
-        # The password goes in an @argfile so that it never shows in ps or /proc/PID/cmdline.
+        # Passwords go in an @argfile so that they never show in ps or /proc/PID/cmdline.
         argfile = self.root / ".server.args"
         argfile.unlink(missing_ok=True)
-        _write_new_secret(argfile, f'"-Darcadedb.server.rootPassword={_argfile_quote(password)}"')
+        users = f"{DATABASE}[{USERNAME},{READER}:{self.reader_password()}:{READER}]"
+        _write_new_secret(
+            argfile,
+            f'"-Darcadedb.server.rootPassword={_argfile_quote(password)}"\n'
+            f'"-Darcadedb.server.defaultDatabases={_argfile_quote(users)}"',
+        )
         try:
             command = self._command(java, jars, argfile, bolt_port, http_port)
             proc = self._spawn(command)
@@ -218,7 +249,11 @@ class LocalGraphServer:
             "-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
             f"-Darcadedb.bolt.host={LOOPBACK}",
             f"-Darcadedb.bolt.port={bolt_port}",
-            f"-Darcadedb.server.defaultDatabases={DATABASE}[{USERNAME}]",
+            # LOAD CSV can read any file the server can, or fetch URLs: kg-etl never uses it, so neither can anyone.
+            "-Darcadedb.opencypher.loadCsv.allowFileUrls=false",
+            "-Darcadedb.opencypher.loadCsv.allowRemoteUrls=false",
+            # A statement the client gave up on (or a killed client's) would run on for ever: this ends it.
+            f"-Darcadedb.command.timeout={COMMAND_TIMEOUT_S * 1000}",
             "-cp",
             str(jars / "*"),  # java expands the wildcard itself
             _MAIN_CLASS,
@@ -245,6 +280,7 @@ class LocalGraphServer:
 
     def _info(self, pid: int, bolt_port: int, http_port: int) -> ServerInfo:
         return ServerInfo(
+            reader=True,
             uri=f"bolt://{LOOPBACK}:{bolt_port}",
             pid=pid,
             database=DATABASE,
@@ -478,6 +514,48 @@ def _summarise(log: str, max_lines: int = 4) -> str:
     picked = lines[first : first + max_lines] if first is not None else lines[-max_lines:]
     summary = " | ".join(_LOG_PREFIX.sub("", line) for line in picked)
     return summary[:600] or "(empty log)"
+
+
+# ArcadeDB's security groups: root's ``admin`` and the deny-all ``*`` it writes itself, plus ``reader`` on the
+# kg database, which may read records and do nothing else: no creating, updating or deleting records, no
+# schema, settings or security changes. The server checks these rights on every record and schema operation,
+# whatever the language or the route (Cypher and SQL, Bolt and HTTP, procedures included).
+_GROUPS = {
+    "databases": {
+        "*": {
+            "groups": {
+                "admin": {
+                    "access": ["updateSecurity", "updateSchema", "updateDatabaseSettings"],
+                    "resultSetLimit": -1,
+                    "readTimeout": -1,
+                    "types": {"*": {"access": ["createRecord", "readRecord", "updateRecord", "deleteRecord"]}},
+                },
+                "*": {"access": [], "resultSetLimit": -1, "readTimeout": -1, "types": {"*": {"access": []}}},
+            }
+        },
+        DATABASE: {
+            "groups": {
+                READER: {
+                    "access": [],
+                    "resultSetLimit": -1,
+                    "readTimeout": -1,
+                    "types": {"*": {"access": ["readRecord"]}},
+                }
+            }
+        },
+    },
+    "version": 2,
+}
+
+
+def _write_groups(config_dir: Path) -> None:
+    """The security groups, before the server starts (it reads them at start and every few seconds)."""
+    private_dir(config_dir)
+    path = config_dir / "server-groups.json"
+    fd = os.open(path.with_name(path.name + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(_GROUPS, f, indent=2)
+    os.replace(path.with_name(path.name + ".tmp"), path)
 
 
 def _write_new_secret(path: Path, text: str) -> None:

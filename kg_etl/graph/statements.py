@@ -85,6 +85,14 @@ _OWNED_ROW = {"id": "s1", "chunk_id": "c1", "props": {"text": "t"}}
 
 PING = Statement("ping", "RETURN 1 AS ok")
 
+# -- the watchdog of `kg-etl query`: a query past its time is found by its text and ended on the server ----
+
+RUNNING_TRANSACTIONS = Statement(
+    "running_transactions",
+    "SHOW TRANSACTIONS YIELD transactionId, currentQuery RETURN transactionId AS id, currentQuery AS query",
+)
+TERMINATE_TRANSACTIONS = Statement("terminate_transactions", "TERMINATE TRANSACTIONS $ids", {"ids": ["q1-a"]})
+
 # -- documents -------------------------------------------------------------------------------------------
 
 UPSERT_DOCUMENT = Statement(

@@ -22,16 +22,21 @@ SYSTEM = (
 CHUNK_PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", SYSTEM),
-        ("human", 'Excerpt from "{source}", pages {pages}:\n\n{text}\n\n{split}{task}'),
+        ("human", "Excerpt{source}, pages {pages}:\n\n{text}\n\n{split}{task}"),
     ]
 )
 
 
 def chunk_messages(chunk: Chunk, source: str, task: str) -> list[BaseMessage]:
-    """The messages for one extractor over one chunk; everything before ``SPLIT`` is shared."""
+    """The messages for one extractor over one chunk; everything before ``SPLIT`` is shared.
+
+    ``source`` is the document's title, or "" for none: never its file name, which a small model copies
+    into keywords and facts as if the excerpt said it.
+    """
     pages = str(chunk.page_start) if chunk.page_start == chunk.page_end else f"{chunk.page_start}-{chunk.page_end}"
+    title = source.replace(SPLIT, " ").strip()
     return CHUNK_PROMPT.format_messages(
-        source=source.replace(SPLIT, " "),
+        source=f' from "{title}"' if title else "",
         pages=pages,
         text=chunk.text.replace(SPLIT, " "),
         split=SPLIT,
