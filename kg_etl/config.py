@@ -36,7 +36,9 @@ class IngestSettings(BaseModel):
     model: str = Field(default=DEFAULT_MODEL, description="manifest name or path of a .gguf file")
     download: bool = Field(default=True, description="pull a named model that is not on disk")
     batch_size: int = Field(default=d.BATCH_SIZE, ge=1, le=1000, description="chunks per graph transaction")
-    parallel: int = Field(default=d.PARALLEL, ge=1, le=64, description="sequences decoded together")
+    parallel: int | None = Field(
+        default=None, ge=1, le=64, description="sequences decoded together; None: 8 on a GPU, 1 on the CPU"
+    )
     extractors: tuple[str, ...] = EXTRACTOR_NAMES
     # An extractor may run on a model of its own (QA validation on LFM2-700M, say): the run then takes one
     # model at a time, each over every document, and closes it before loading the next.
@@ -58,6 +60,9 @@ class IngestSettings(BaseModel):
     # kernels crash on Intel Xeons), and fall back to plain buffers if not (kg_etl.llm.placement).
     cpu_repack: Literal["auto", "on", "off"] = Field(default=d.CPU_REPACK, description="CPU weight repacking")
     deterministic: bool = Field(default=False, description="greedy decoding (temperature 0)")
+    chat_template: str | None = Field(
+        default=None, description="a built-in template name or a Jinja file; None: the GGUF's own, else its family's"
+    )
     read_timeout: float = Field(default=d.READ_TIMEOUT_S, gt=0)
     # On by default: most failures (a timeout on a busy machine, a graph that was down, a password given
     # since) are fixed by trying again, and a file that is really broken fails again in milliseconds.

@@ -25,6 +25,7 @@ __all__ = [
     "N_CTX",
     "OVERLAP_TOKENS",
     "PARALLEL",
+    "PARALLEL_CPU",
     "READ_TIMEOUT_S",
     "RETRIES",
     "kg_etl_home",
@@ -49,13 +50,17 @@ EXTRACTOR_NAMES = ("facts", "taxonomy", "categories", "keywords", "summary", "qa
 DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"
 
 BATCH_SIZE = 10  # chunks per graph transaction, as the user's MLImporting design wrote them
-# Sequences decoded together in one llama.cpp context (1 = one at a time). Measured on 2 AVX-only cores
-# (1.2B shape): generation steps ~1.7x the tokens/s of one sequence, the whole LLM stage ~1.1x (prompt
-# evaluation, which batching cannot shorten, dominates there); decoding on a GPU is memory-bound and
-# gains more. The KV cache is (8 + 1) x n_ctx cells: ~0.85 GiB for 1.2B at 8k.
+# Sequences decoded together in one llama.cpp context (1 = one at a time), when --parallel is not given.
+# On a GPU decoding is memory-bound: N sequences cost little more than one, so 8 at once. On the CPU it
+# is compute-bound: measured on 2 cores (1.2B shape) the whole LLM stage ran 1.06x faster with 8 than
+# with 1, for (8 + 1) sequences' KV cache (SmolLM2-135M: peak memory 662 -> 1,976 MiB): so 1.
 PARALLEL = 8
+PARALLEL_CPU = 1
 RETRIES = 2  # re-asks after a reply that does not fit its schema
-N_CTX = 8192  # a ~500-token chunk and its instructions, plus the longest reply any schema admits
+# The most context one sequence may have. Each is sized to what it can need, the chunk, its instructions
+# and the longest reply the chosen schemas admit (~7.4k tokens for LFM2 with every extractor), so a large
+# bound costs no memory; it leaves room for tokenizers that cut text finer than LFM2's.
+N_CTX = 16384
 GPU_LAYERS = -1  # all layers on the GPU where the build can offload
 CPU_REPACK: Literal["auto"] = "auto"  # probe once per machine and model (kg_etl.llm.placement)
 READ_TIMEOUT_S = 120.0  # seconds of PDF parsing allowed per file

@@ -34,8 +34,8 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
 from kg_etl.extract.keywords import KEYWORDS
 from kg_etl.extract.qa import QA
-from kg_etl.extract.run import BatchExtractor, Validations
-from kg_etl.extract.summary import SUMMARY, Summary
+from kg_etl.extract.run import REDUCE_BUDGET, BatchExtractor, Validations
+from kg_etl.extract.summary import DOCUMENT_SUMMARY_TASK, SUMMARY, Summary
 from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.extract.validate import VALIDATE
 from kg_etl.graph.connection import Graph
@@ -43,7 +43,9 @@ from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.llm.grammar import max_tokens_for
 from kg_etl.llm.pool import ModelPool, ModelUse, PooledBackend
 from kg_etl.llm.prompt import RETRY_ECHO_CHARS, RETRY_ERROR_CHARS, SYSTEM
-from kg_etl.llm.runtime import peak_rss_mb
+from kg_etl.llm.registry import resolve_model
+from kg_etl.llm.runtime import Tokenizer, peak_rss_mb
+from kg_etl.llm.templates import chat_template_for
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file, text_of
 from kg_etl.owner import is_stale, this_process
 from kg_etl.read import PdfDocument, open_pdf, regular_file_problem
@@ -54,11 +56,13 @@ __all__ = [
     "Event",
     "IngestReport",
     "PageNote",
+    "check_models",
     "check_settings",
     "find_pdfs",
     "ingest",
     "model_order",
     "select_extractors",
+    "sequence_context",
 ]
 
 ALL_EXTRACTORS = EXTRACTOR_NAMES
@@ -233,6 +237,48 @@ def check_settings(settings: IngestSettings) -> None:
 _PROMPT_SLACK = 64
 
 
+def check_models(settings: IngestSettings) -> None:
+    """Every model of the run is on disk (downloaded here where allowed) and has a chat template to use.
+
+    Read from the file's header (its tokenizer only): a model that cannot be prompted stops the run before
+    the graph is touched or a document claimed.
+
+    Raises:
+        ModelNotFoundError: a model is missing and may not (or cannot) be downloaded.
+        ModelError: a GGUF without a chat template, of an architecture kg-etl knows no template for.
+        ConfigError: --chat-template names neither a built-in template nor a readable file.
+    """
+    for ref in dict.fromkeys([settings.model, *settings.extractor_models.values()]):
+        path = resolve_model(ref, download=settings.download)
+        tokenizer = Tokenizer(path)
+        try:
+            chat_template_for(tokenizer.metadata, settings.chat_template, path.name)
+        finally:
+            tokenizer.close()
+
+
+def sequence_context(
+    extractors: Sequence[Extractor], validate: bool, chunk_tokens: int, count_tokens: Callable[[str], int]
+) -> int:
+    """The most context one request of this run can need, counted with the model's tokenizer.
+
+    A chunk request: the chunk, the system prompt and the longest instructions, what a retry repeats of an
+    invalid reply and its error, and the longest reply the chosen schemas admit. A document-summary
+    request: a reduce group of chunk summaries and the summary's reply. Each sequence of the batched
+    decoder gets this much, not the whole --n-ctx: KV cache memory grows with it.
+    """
+    schemas = [e.schema for e in extractors] + ([VALIDATE.schema] if validate else [])
+    reply = max(max_tokens_for(schema) for schema in schemas)
+    task = max((e.instructions("") for e in extractors), key=len)
+    retry = "x" * (RETRY_ECHO_CHARS + RETRY_ERROR_CHARS)
+    chunk = chunk_tokens + count_tokens(SYSTEM + task + retry) + _PROMPT_SLACK + reply
+    if not any(e.name == SUMMARY.name for e in extractors):
+        return chunk
+    group = "x" * (REDUCE_BUDGET * 4)  # reduce groups are cut by approx_tokens, ~4 characters a token
+    reduce = count_tokens(SYSTEM + DOCUMENT_SUMMARY_TASK + group) + _PROMPT_SLACK + max_tokens_for(SUMMARY.schema)
+    return max(chunk, reduce)
+
+
 def model_order(settings: IngestSettings, extractors: Sequence[Extractor], validate: bool) -> list[str]:
     """The run's distinct models in the order their work runs: by first use, validation after QA.
 
@@ -268,6 +314,7 @@ def ingest(
         ModelError: the model cannot be found or loaded; ``WorkerCrashedError`` when its worker died.
     """
     check_settings(settings)
+    check_models(settings)
     extractors, validate = select_extractors(settings.extractors, settings.categories)
     paths = find_pdfs(inputs)
     graph.apply_schema()
@@ -322,6 +369,8 @@ class _Run:
         self.should_stop = should_stop
         self.owner = this_process()
         self.order = model_order(settings, extractors, validate)
+        chunk_tokens = settings.chunk_tokens if settings.chunk_tokens is not None else CHUNK_TOKENS
+        pool.sequence_context = lambda: sequence_context(extractors, validate, chunk_tokens, self.count_tokens)
         # One backend per model, shared by its extractors: the extractor groups a round's jobs by backend.
         refs = dict.fromkeys([settings.model, *settings.extractor_models.values()])
         self.backends: dict[str, Backend] = {ref: PooledBackend(pool, ref) for ref in refs}

@@ -96,7 +96,12 @@ class _TensorSpec:
 
 
 def write_tiny_model(
-    path: str | os.PathLike[str], preset: str = "tiny", seed: int = 0, context_length: int = 32768
+    path: str | os.PathLike[str],
+    preset: str = "tiny",
+    seed: int = 0,
+    context_length: int = 32768,
+    *,
+    chat_template: bool = True,
 ) -> Path:
     """Write a random-weight LFM2 GGUF; the same preset and seed give the same bytes.
 
@@ -105,6 +110,7 @@ def write_tiny_model(
         preset: a key of ``PRESETS``.
         seed: seeds the weights (the vocabulary and metadata do not depend on it).
         context_length: the ``lfm2.context_length`` the model advertises.
+        chat_template: write ``tokenizer.chat_template`` (the LFM2 one); False leaves it out, as some GGUFs do.
 
     Returns:
         The path written.
@@ -116,18 +122,20 @@ def write_tiny_model(
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".incomplete")
     try:
-        _write(partial, shape, preset, np.random.default_rng(seed), context_length)
+        _write(partial, shape, preset, np.random.default_rng(seed), context_length, chat_template)
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
     return target
 
 
-def _write(path: Path, shape: ModelShape, preset: str, rng: np.random.Generator, context_length: int) -> None:
+def _write(
+    path: Path, shape: ModelShape, preset: str, rng: np.random.Generator, context_length: int, chat_template: bool
+) -> None:
     writer = gguf.GGUFWriter(path, "lfm2")
     try:
         _add_hparams(writer, shape, preset, context_length)
-        _add_tokenizer(writer, shape.n_vocab)
+        _add_tokenizer(writer, shape.n_vocab, chat_template)
         specs = list(_tensor_specs(shape))
         for spec in specs:
             _add_tensor_info(writer, spec)
@@ -199,7 +207,7 @@ def _merges(byte_chars: dict[int, str], count: int) -> list[tuple[str, str]]:
         level = grown
 
 
-def _add_tokenizer(writer: gguf.GGUFWriter, n_vocab: int) -> None:
+def _add_tokenizer(writer: gguf.GGUFWriter, n_vocab: int, chat_template: bool) -> None:
     byte_chars = _byte_to_unicode()
     merges = _merges(byte_chars, n_vocab - len(_SPECIAL_TOKENS) - 256)
     tokens = [*_SPECIAL_TOKENS, *(byte_chars[b] for b in range(256)), *(a + b for a, b in merges)]
@@ -215,7 +223,8 @@ def _add_tokenizer(writer: gguf.GGUFWriter, n_vocab: int) -> None:
     writer.add_pad_token_id(_PAD_ID)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
-    writer.add_chat_template(_CHAT_TEMPLATE)
+    if chat_template:
+        writer.add_chat_template(_CHAT_TEMPLATE)
 
 
 # ---------------------------------------------------------------- tensors

@@ -406,7 +406,9 @@ class Script:
         topic, first, second = TOPICS[i], *(s + "." for s in TEXTS[i].rstrip(".").split(". "))
         return {
             "facts": {"facts": [{"statement": f"{topic} is the subject of chunk {i}.", "triple": None}]},
-            "taxonomy": {"paths": [{"nodes": [{"name": "Field", "importance": 2}, {"name": topic, "importance": 5}]}]},
+            "taxonomy": {
+                "paths": [{"nodes": [{"name": "Science", "importance": 2}, {"name": topic, "importance": 5}]}]
+            },
             "categories": {"labels": [LABELS[i]]},
             "keywords": {"keywords": [{"term": topic, "relevance": 0.9}]},
             "summary": {"summary": f"Chunk {i} is about {topic}."},

@@ -24,7 +24,7 @@ from kg_etl.errors import ModelError
 from kg_etl.llm import parallel
 from kg_etl.llm.grammar import GrammarError, max_tokens_for, parse_reply, schema_grammar
 from kg_etl.llm.parallel import ParallelDecoder
-from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, Sampling
+from kg_etl.llm.runtime import TOO_LONG, Completion, GenRequest, LocalModel, Sampling
 
 SAMPLED = Sampling(temperature=0.8, min_p=0.05, repeat_penalty=1.1, seed=7)
 
@@ -192,9 +192,13 @@ def test_no_requests_no_replies(decoder: ParallelDecoder) -> None:
     assert decoder.generate([]) == []
 
 
-def test_prompt_longer_than_the_sequence_context_is_refused(tiny_model: LocalModel) -> None:
-    with ParallelDecoder(tiny_model, 2, n_ctx_per_seq=256) as d, pytest.raises(ModelError, match="context"):
-        d.generate([GenRequest("x " * 200, "y", None, 100)])
+def test_a_request_longer_than_its_context_fails_alone_and_the_others_run(tiny_model: LocalModel) -> None:
+    with ParallelDecoder(tiny_model, 2, n_ctx_per_seq=256) as d:
+        long, short = d.generate([GenRequest("x " * 200, "y", None, 100), GenRequest("x", " y", None, 4)])
+    assert long.finish_reason == TOO_LONG and "in 256 tokens of context" in long.text and long.prompt_tokens == 0
+    assert short.finish_reason in ("stop", "length") and short.completion_tokens > 0
+    sequential = tiny_model.generate([GenRequest("x " * 9000, "y", None, 100)])
+    assert sequential[0].finish_reason == TOO_LONG
 
 
 def test_empty_prompt_is_refused(decoder: ParallelDecoder) -> None:

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from kg_etl import pipeline
 from kg_etl.cli import cli
-from kg_etl.defaults import DEFAULT_CATEGORIES, PARALLEL
+from kg_etl.defaults import BATCH_SIZE, DEFAULT_CATEGORIES, N_CTX
 from kg_etl.graph.queries import installed_queries, parse_param
 from kg_etl.samples import make_pdf
 
@@ -53,11 +53,12 @@ def test_init_writes_a_starter_that_is_valid_and_at_the_defaults(
     assert _invoke("init").exit_code == 3, "an existing file is never overwritten without --force"
     uncommented = re.sub(r"(?m)^# (\w+ = )", r"\1", text)  # every option, set to its default
     parsed = tomllib.loads(uncommented)
-    assert parsed["ingest"]["parallel"] == PARALLEL and parsed["ingest"]["categories"] == list(DEFAULT_CATEGORIES)
+    assert parsed["ingest"]["batch"] == BATCH_SIZE and parsed["ingest"]["categories"] == list(DEFAULT_CATEGORIES)
+    assert "parallel" not in parsed["ingest"], "an option with no default is described, not set"
     (tmp_path / "kg-etl.toml").write_text(uncommented)
     shown = json.loads(_invoke("config", "show", "--json").stdout)
     sources = {row["option"]: row["source"] for row in shown["options"]}
-    assert sources["--parallel"] == "config file" and shown["config"] == "kg-etl.toml"
+    assert sources["--batch"] == "config file" and shown["config"] == "kg-etl.toml"
 
 
 def test_option_beats_environment_beats_config_file_beats_default(
@@ -81,7 +82,7 @@ def test_option_beats_environment_beats_config_file_beats_default(
     assert result.exit_code == 0, result.output
     (s,) = seen
     assert (s.batch_size, s.parallel, s.retries) == (5, 2, 1)  # option, environment, file
-    assert s.n_ctx == 8192 and s.categories == ("Law", "Finance")  # default, file
+    assert s.n_ctx == N_CTX and s.categories == ("Law", "Finance")  # default, file
     assert s.extractor_models == {"validate": str(tiny_model_path)} and s.passwords == {"secret*.pdf": "hunter2"}
 
     shown = json.loads(
@@ -136,7 +137,7 @@ def test_a_preset_names_models_and_the_users_own_choices_win(
 ) -> None:
     seen: list[Any] = []
     monkeypatch.setattr(pipeline, "ingest", lambda *a, **k: seen.append(a[2]) or k["report"])
-    monkeypatch.setattr("kg_etl.llm.registry.resolve_model", lambda ref, download=True: tiny_model_path)
+    monkeypatch.setattr("kg_etl.pipeline.resolve_model", lambda ref, download=True: tiny_model_path)
     assert _invoke("ingest", str(folder), "--preset", "balanced").exit_code == 0
     assert seen[0].model == "lfm2.5-1.2b-instruct-q4_k_m"
     assert seen[0].model_for("facts") == "lfm2-1.2b-extract-q4_k_m"

@@ -8,6 +8,8 @@
 3. Threads: generation tokens/s with 1 and with every core, on idle cores and with one other busy process.
 4. A model switch: this process's memory (and the GPU's) before a worker starts, while it holds the model,
    and after it is closed.
+5. Memory of --parallel: a worker's peak RSS with 1 sequence, with 8 sequences each sized to what a request
+   can need (as ingest sizes them), and with 8 sequences of the whole --n-ctx (as kg-etl did before).
 
 Each placement and thread setting runs in a fresh child process (llama.cpp reads its thread settings once).
 Run alone: ``python -m kg_etl.bench.bench_worker --preset 1.2b``.
@@ -28,6 +30,7 @@ from typing import Any
 
 from kg_etl.bench import bench_llm
 from kg_etl.config import DEFAULT_CATEGORIES
+from kg_etl.defaults import N_CTX
 from kg_etl.extract.base import Job
 from kg_etl.llm.backend import chat_request
 from kg_etl.llm.parallel import ParallelDecoder
@@ -38,7 +41,7 @@ from kg_etl.llm.worker import ModelWorker
 from kg_etl.pipeline import select_extractors
 from kg_etl.testing import write_tiny_model
 
-__all__ = ["ipc", "main", "placement", "switch", "threads"]
+__all__ = ["ipc", "main", "parallel_memory", "placement", "switch", "threads"]
 
 _PROMPT = " ".join(["The river authority met in May and approved the flood budget for the valley."] * 24)
 
@@ -161,6 +164,18 @@ def switch(path: Path, *, threads: int | None = None) -> dict[str, Any]:
     }
 
 
+def parallel_memory(path: Path, *, sized: int = 7424, whole: int = N_CTX) -> dict[str, Any]:
+    """Peak RSS of a worker that decodes the same requests with 1 sequence, 8 sized ones, 8 of the whole context."""
+    requests = _requests(1, max_tokens=16)
+    figures: dict[str, Any] = {"sequence_tokens": sized, "n_ctx": whole}
+    for label, parallel, context in (("one", 1, sized), ("eight_sized", 8, sized), ("eight_whole", 8, whole)):
+        spec = WorkerSpec(str(path), context, 0, False, 1, Sampling.deterministic(), parallel, context, True)
+        with ModelWorker(spec) as worker:
+            worker.generate(requests)
+        figures[f"{label}_peak_rss_mb"] = worker.peak_rss_mb
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="1.2b")
@@ -171,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures = {
             "ipc": ipc(path, n_chunks=args.chunks),
             "switch": switch(path),
+            "parallel_memory": parallel_memory(path),
             "placement": placement(path),
             "threads": threads(path),
         }

@@ -114,6 +114,7 @@ def _worker(model_path: Path, quick: bool) -> dict[str, Any]:
         "worker": ipc,
         "placement": placement,
         "switch": bench_worker.switch(model_path),
+        "parallel_memory": bench_worker.parallel_memory(model_path),
     }
     if not quick:
         figures["threads"] = bench_worker.threads(model_path)

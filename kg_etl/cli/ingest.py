@@ -77,11 +77,10 @@ __all__ = ["ingest"]
 @click.option("--gpu", "require_gpu", is_flag=True, help="Fail unless this build can offload to a GPU.")
 @click.option(
     "--parallel",
-    default=d.PARALLEL,
-    show_default=True,
     type=click.IntRange(1, 64),
     envvar="KG_ETL_PARALLEL",
-    help="Sequences decoded together in one llama.cpp context (1 = one at a time) [env KG_ETL_PARALLEL].",
+    help=f"Sequences decoded together in one llama.cpp context (1 = one at a time) [env KG_ETL_PARALLEL; "
+    f"default: {d.PARALLEL} on a GPU, {d.PARALLEL_CPU} on the CPU, where batching measured no faster].",
 )
 @click.option(
     "--threads",
@@ -99,7 +98,13 @@ __all__ = ["ingest"]
     help="llama.cpp's repacked CPU weights: auto probes once per machine and model in a child process and "
     "falls back to plain buffers where llama.cpp crashes (its AMX kernels on Intel Xeons) [env KG_ETL_CPU_REPACK].",
 )
-@click.option("--n-ctx", default=d.N_CTX, show_default=True, type=click.IntRange(512), help="Context window.")
+@click.option(
+    "--n-ctx",
+    default=d.N_CTX,
+    show_default=True,
+    type=click.IntRange(512),
+    help="The most context a request may take; each is sized to its chunk, instructions and longest reply.",
+)
 @click.option(
     "--retries",
     default=d.RETRIES,
@@ -108,6 +113,13 @@ __all__ = ["ingest"]
     help="Re-asks after a reply that does not fit its schema.",
 )
 @click.option("--deterministic", is_flag=True, help="Greedy decoding (temperature 0): same input, same graph.")
+@click.option(
+    "--chat-template",
+    metavar="NAME|FILE",
+    envvar="KG_ETL_CHAT_TEMPLATE",
+    help="Prompt format: chatml, lfm2, gemma, llama3, or a Jinja file [env KG_ETL_CHAT_TEMPLATE; default: the "
+    "GGUF's own, else its architecture's].",
+)
 @click.option(
     "--password",
     "pdf_password",
@@ -230,8 +242,7 @@ def _check_before_start(settings: Any, report_path: Path | None) -> None:
     A missing model is downloaded here (or refused, offline), before the graph server starts and the PDFs
     are read: a first run then fails in seconds, with the line that says how to get the model.
     """
-    from kg_etl.llm.registry import resolve_model
-    from kg_etl.pipeline import check_settings
+    from kg_etl.pipeline import check_models, check_settings
 
     try:
         check_settings(settings)
@@ -241,8 +252,10 @@ def _check_before_start(settings: Any, report_path: Path | None) -> None:
         folder = report_path.resolve().parent
         if not folder.is_dir():
             raise click.UsageError(f"--report {report_path}: the folder {folder} does not exist")
-    for ref in dict.fromkeys([settings.model, *settings.extractor_models.values()]):
-        resolve_model(ref, download=settings.download)
+    try:
+        check_models(settings)
+    except ConfigError as e:  # --chat-template names nothing usable
+        raise click.UsageError(str(e)) from e
 
 
 def _finish(report: Any, report_path: Path | None) -> None:

@@ -62,7 +62,8 @@ def starter(ingest: click.Command) -> str:
             continue
         key = next(o[2:] for o in param.opts if o.startswith("--")).replace("-", "_")
         lines.append(f"# {(param.help or '').split('[env')[0].strip()}")
-        lines.append(f"# {key} = {_toml(param)}")
+        value = _toml(param)
+        lines.append(f"# {key} = {value}" if value is not None else f"#   ({key}: unset unless you set it)")
     lines += [
         "",
         "[passwords]",
@@ -72,7 +73,7 @@ def starter(ingest: click.Command) -> str:
     return "\n".join(lines)
 
 
-def _toml(param: click.Option) -> str:
+def _toml(param: click.Option) -> str | None:
     if param.name == "model_for":
         return '{ validate = "lfm2-700m-q4_k_m" }'
     if param.name == "categories":
@@ -80,9 +81,7 @@ def _toml(param: click.Option) -> str:
     default = _plain(param.default)
     if param.is_flag and default is None:
         default = False
-    if default is None:
-        return '""  # no default: set one to use it'
-    return json.dumps(default)
+    return None if default is None else json.dumps(default)
 
 
 @cli.group()

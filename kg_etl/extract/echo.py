@@ -19,7 +19,8 @@ from pydantic import BaseModel
 __all__ = ["echoed"]
 
 _PLACEHOLDERS = frozenset({"string", "text", "value", "example", "name", "term", "topic", "n/a", "todo", "tbd"})
-_NO_WORD = re.compile(r"[\W_]*")
+# "...", "…", "---", "???": a placeholder a template shows, not text (other junk is not an echo of the prompt)
+_PLACEHOLDER_MARKS = re.compile(r"[.\u2026\-_?\s]*")
 _MIN_ECHO = 4  # shorter strings ("and", "it") are in any text
 
 
@@ -28,7 +29,7 @@ def echoed(result: BaseModel, instructions: str, source: str) -> str | None:
     prompt, excerpt = _norm(instructions), _norm(source)
     for value in _free_text(result):
         text = _norm(value)
-        if _NO_WORD.fullmatch(text) or text in _PLACEHOLDERS:
+        if _PLACEHOLDER_MARKS.fullmatch(text) or text in _PLACEHOLDERS:
             return value
         if len(text) >= _MIN_ECHO and text in prompt and text not in excerpt:
             return value

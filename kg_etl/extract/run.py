@@ -28,7 +28,7 @@ from kg_etl.llm.grammar import parse_reply
 from kg_etl.llm.prompt import chunk_messages, retry_messages
 from kg_etl.models import Chunk, content_id
 
-__all__ = ["BatchExtractor", "DocumentSummary", "OnProgress", "Validations"]
+__all__ = ["REDUCE_BUDGET", "BatchExtractor", "DocumentSummary", "OnProgress", "Validations"]
 
 # Tokens of chunk summaries merged per reduce call: with instructions and reply, well inside a 4k context.
 REDUCE_BUDGET = 1500

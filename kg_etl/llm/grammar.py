@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, PydanticInvalidForJsonSchema, ValidationError
 
 from kg_etl.errors import ExtractionError, KgEtlError
+from kg_etl.llm.runtime import TOO_LONG
 
 if TYPE_CHECKING:
     from llama_cpp.llama_grammar import LlamaGrammar
@@ -143,6 +144,13 @@ def parse_reply(model: type[M], text: str, finish_reason: str | None) -> M:
         ExtractionError: the text is not a valid ``model`` document; ``raw`` holds it.
     """
     name = model.__name__
+    if finish_reason == TOO_LONG:
+        raise ExtractionError(
+            f"{name}: the prompt and the longest reply the schema admits do not fit the context ({text}); "
+            "raise --n-ctx or lower --chunk-tokens",
+            raw="",
+            attempts=1,
+        )
     if finish_reason == "length":
         raise TruncatedReplyError(
             f"{name} reply was cut off at max_tokens after {len(text)} characters; "

@@ -46,7 +46,7 @@ import numpy as np
 
 from kg_etl.errors import ModelError
 from kg_etl.llm.grammar import GrammarError
-from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, OnDone, Sampling
+from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, OnDone, Sampling, too_long
 
 __all__ = ["ParallelDecoder"]
 
@@ -65,6 +65,7 @@ class _Prompt:
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
     max_tokens: int
+    too_long: Completion | None = None  # set for a request that cannot fit its sequence's context
 
     @property
     def shares_prefix(self) -> bool:
@@ -195,6 +196,11 @@ class ParallelDecoder:
         prompts = [self._prompt(r) for r in requests]
         out: dict[int, Completion] = {}
         clock = [time.perf_counter()]
+        for i, prompt in enumerate(prompts):
+            if prompt.too_long is not None:  # failed alone, at once; the others run
+                out[i] = prompt.too_long
+                if on_done is not None:
+                    on_done(i, prompt.too_long)
 
         def finished(slot: _Slot) -> None:
             now = time.perf_counter()
@@ -216,10 +222,7 @@ class ParallelDecoder:
         if n == 0:
             raise ModelError("a request has an empty prompt (prefix and suffix): there is nothing to continue")
         if n + request.max_tokens > self.n_ctx_per_seq:
-            raise ModelError(
-                f"prompt of {n} tokens + reply of {request.max_tokens} exceeds the {self.n_ctx_per_seq}-token "
-                "context per sequence; use smaller chunks or a larger n_ctx_per_seq"
-            )
+            return _Prompt((), (), 0, too_long(n, request.max_tokens, self.n_ctx_per_seq))
         # max_tokens <= 0 means "up to the context", as in llama-cpp-python.
         max_tokens = request.max_tokens if request.max_tokens > 0 else self.n_ctx_per_seq - n
         return _Prompt(tuple(prefix), tuple(suffix), max_tokens)
@@ -229,7 +232,8 @@ class ParallelDecoder:
     ) -> None:
         # Grouped by prefix, first appearance first: the holder then changes only between groups.
         first = {r.prefix: i for i, r in reversed(list(enumerate(requests)))}
-        queue = deque(sorted(range(len(requests)), key=lambda i: first[requests[i].prefix]))
+        runnable = [i for i, prompt in enumerate(prompts) if prompt.too_long is None]
+        queue = deque(sorted(runnable, key=lambda i: first[requests[i].prefix]))
         live: dict[int, _Slot] = {}
         held: tuple[int, ...] | None = None
         while queue or live:

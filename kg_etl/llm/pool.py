@@ -18,11 +18,12 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from kg_etl.config import IngestSettings
+from kg_etl.defaults import PARALLEL, PARALLEL_CPU
 from kg_etl.extract.base import Job, OnReply, Reply
 from kg_etl.llm.placement import resolve_placement
 from kg_etl.llm.protocol import WorkerSpec
 from kg_etl.llm.registry import resolve_model, spec_for
-from kg_etl.llm.runtime import ModelStats, Sampling, Tokenizer, default_threads, model_file_id
+from kg_etl.llm.runtime import ModelStats, Sampling, Tokenizer, default_threads, gpu_offload_supported, model_file_id
 from kg_etl.llm.worker import ModelWorker, WorkerBackend
 
 __all__ = ["ModelPool", "ModelUse", "PooledBackend"]
@@ -56,6 +57,9 @@ class ModelPool:
         self._resident: dict[str, WorkerBackend] = {}
         self.usage: dict[str, ModelUse] = {}
         self.max_resident = 0
+        # The context one sequence can need (chunk, instructions, longest reply), from what the run extracts;
+        # the pipeline sets it, counted with the run's tokenizer when the first model loads. None: n_ctx.
+        self.sequence_context: Callable[[], int] | None = None
 
     def path(self, ref: str) -> Path:
         """The model's file, downloaded first where the settings allow it."""
@@ -136,16 +140,18 @@ class ModelPool:
         placement = resolve_placement(path, s.cpu_repack, n_gpu_layers=s.gpu_layers, threads=threads)
         if placement.source == "probe" and placement.crashed:
             self._notify(f"{path.name}: {placement.reason}; using plain CPU buffers (kg-etl doctor says more)")
+        context = min(s.n_ctx, self.sequence_context() if self.sequence_context is not None else s.n_ctx)
         spec = WorkerSpec(
             path=str(path),
-            n_ctx=s.n_ctx,
+            n_ctx=context,
             n_gpu_layers=s.gpu_layers,
             require_gpu=s.require_gpu,
             threads=threads,
             sampling=Sampling.deterministic() if s.deterministic else _sampling_for(ref, path),
-            parallel=s.parallel,
-            n_ctx_per_seq=s.n_ctx,
+            parallel=s.parallel or (PARALLEL if s.gpu_layers != 0 and gpu_offload_supported() else PARALLEL_CPU),
+            n_ctx_per_seq=context,
             extra_bufts=placement.extra_bufts,
+            chat_template=s.chat_template,
         )
         backend = self._resident[ref] = WorkerBackend(ModelWorker(spec))
         info = backend.worker.info

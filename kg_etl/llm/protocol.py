@@ -36,6 +36,7 @@ class WorkerSpec:
     parallel: int
     n_ctx_per_seq: int
     extra_bufts: bool
+    chat_template: str | None = None
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kg_etl.errors import GpuUnavailableError, ModelError
+from kg_etl.errors import GpuUnavailableError, KgEtlError, ModelError
 
 __all__ = [
     "CUDA_BUILD_HINT",
+    "TOO_LONG",
     "Completion",
     "GenRequest",
     "LocalModel",
@@ -41,6 +42,7 @@ __all__ = [
     "gpu_offload_supported",
     "model_file_id",
     "peak_rss_mb",
+    "too_long",
     "vram_used_mb",
 ]
 
@@ -109,6 +111,16 @@ class GenRequest:
 
 # Called with a request's index and its completion as soon as it finishes.
 OnDone = Callable[[int, Completion], None]
+
+# The finish reason of a request that was not run because its prompt and reply cannot fit the context; its
+# text says the sizes. The request fails, not the whole call: the next chunk may well fit.
+TOO_LONG = "too_long"
+
+
+def too_long(prompt_tokens: int, max_tokens: int, n_ctx: int) -> Completion:
+    """The completion of a request that does not fit: nothing generated, nothing evaluated."""
+    text = f"a prompt of {prompt_tokens} tokens and a reply of up to {max_tokens} in {n_ctx} tokens of context"
+    return Completion(text=text, finish_reason=TOO_LONG, prompt_tokens=0, completion_tokens=0, seconds=0.0)
 
 
 @dataclass(frozen=True)
@@ -272,6 +284,11 @@ class Tokenizer:
         """How many tokens the model's tokenizer makes of plain ``text`` (as ``LocalModel.count_tokens``)."""
         return len(self._handle.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF's metadata (architecture, chat template...): read without the weights."""
+        return dict(self._handle.metadata)
+
     def close(self) -> None:
         self._handle.close()
 
@@ -296,6 +313,7 @@ class LocalModel:
         n_threads: int | None = None,
         sampling: Sampling | None = None,
         cpu_repack: str = "auto",
+        chat_template: str | None = None,
     ) -> None:
         import llama_cpp
 
@@ -308,6 +326,7 @@ class LocalModel:
         _route_llama_logs()
         self.path = path
         self.sampling = sampling or Sampling()
+        self.chat_template = chat_template
         self.stats = ModelStats()
         self.offloaded = n_gpu_layers != 0 and gpu_offload_supported()
         # The same count for prompt and generation: llama-cpp-python's default uses half for generation.
@@ -337,7 +356,7 @@ class LocalModel:
             ) from e
         try:
             self._formatter = self._chat_formatter()
-        except ModelError:
+        except KgEtlError:
             self.close()
             raise
         self._evals: list[int] = []
@@ -414,12 +433,9 @@ class LocalModel:
     def _chat_formatter(self) -> Any:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            # llama-cpp-python would silently fall back to the llama-2 format, which LFM2 was not trained on.
-            raise ModelError(
-                f"{self.path}: the GGUF has no chat template (tokenizer.chat_template); use an official LFM2 GGUF"
-            )
+        from kg_etl.llm.templates import chat_template_for
+
+        template = chat_template_for(self._llm.metadata, self.chat_template, self.path.name)
         return Jinja2ChatFormatter(
             template,
             eos_token=self._token_text(self._llm.token_eos()),
@@ -521,15 +537,19 @@ class LocalModel:
         evaluated: dict[str, Prefix] = {}
         out = []
         for request in requests:
-            prefix = evaluated.get(request.prefix)
-            if prefix is None:
-                # Only the latest prefix is kept: callers group requests by chunk, and a snapshot is MBs.
-                evaluated = {request.prefix: self.evaluate_prefix(request.prefix)}
-                prefix = evaluated[request.prefix]
-            grammar = _llama_grammar(request.grammar) if request.grammar else None
-            completion = self.complete(
-                request.suffix, prefix=prefix, grammar=grammar, max_tokens=request.max_tokens, sampling=sampling
-            )
+            n_prompt = len(self.tokenize(request.prefix)) + len(self.tokenize(request.suffix))
+            if n_prompt + request.max_tokens > self.n_ctx:
+                completion = too_long(n_prompt, request.max_tokens, self.n_ctx)
+            else:
+                prefix = evaluated.get(request.prefix)
+                if prefix is None:
+                    # Only the latest prefix is kept: callers group requests by chunk, and a snapshot is MBs.
+                    evaluated = {request.prefix: self.evaluate_prefix(request.prefix)}
+                    prefix = evaluated[request.prefix]
+                grammar = _llama_grammar(request.grammar) if request.grammar else None
+                completion = self.complete(
+                    request.suffix, prefix=prefix, grammar=grammar, max_tokens=request.max_tokens, sampling=sampling
+                )
             out.append(completion)
             if on_done is not None:
                 on_done(len(out) - 1, completion)

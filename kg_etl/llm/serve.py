@@ -57,6 +57,7 @@ class _Serving:
             n_threads=spec.threads,
             sampling=spec.sampling,
             cpu_repack="on" if spec.extra_bufts else "off",
+            chat_template=spec.chat_template,
         )
         self.decoder = None
         if spec.parallel > 1:
