@@ -381,7 +381,9 @@ def test_llama_cpp_parses_every_grammar(model: type[BaseModel]) -> None:
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
-@settings(max_examples=60, deadline=None)
+# 30 instances per schema: the regex match of nested documents backtracks (~1.5 s each for Nested), and
+# the CI budget is shared with the real-model tiers; the llama.cpp recogniser below checks 25 more.
+@settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_grammar_admits_every_instance(model: type[BaseModel], data: st.DataObject) -> None:
     text = data.draw(documents(model))
