@@ -36,6 +36,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "GRAPH_PARAMS",
     "add_row",
+    "chunk_options",
     "cli",
     "default_map",
     "err",
@@ -270,6 +271,24 @@ def _config_value(param: click.Option, value: Any, path: Path, section: str, key
     if isinstance(value, list) and not param.multiple:  # categories = ["Law", "Finance"], extract = [...]
         return ",".join(str(v) for v in value)
     return value
+
+
+# -- options shared by commands that must agree -----------------------------------------------------------------
+
+
+def chunk_options(f: F) -> F:
+    """How a PDF is read and cut: one set of options, so ``chunks`` cuts exactly as ``ingest`` does."""
+    options = [
+        click.option("--read-timeout", default=d.READ_TIMEOUT_S, show_default=True, type=click.FloatRange(min=1),
+                     help="Seconds allowed to read one PDF."),
+        click.option("--chunk-tokens", default=d.CHUNK_TOKENS, show_default=True, type=click.IntRange(32),
+                     help="Token budget per chunk."),
+        click.option("--overlap-tokens", default=d.OVERLAP_TOKENS, show_default=True, type=click.IntRange(0),
+                     help="Tokens shared by neighbouring chunks."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 # -- the graph connection ------------------------------------------------------------------------------------------

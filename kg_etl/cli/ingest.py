@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from kg_etl import defaults as d
-from kg_etl.cli.app import EXIT_INTERRUPTED, EXIT_PARTIAL, cli, err, graph_options, open_graph, say
+from kg_etl.cli.app import EXIT_INTERRUPTED, EXIT_PARTIAL, chunk_options, cli, err, graph_options, open_graph, say
 from kg_etl.errors import ConfigError, KgEtlError
 
 __all__ = ["ingest"]
@@ -126,23 +126,7 @@ __all__ = ["ingest"]
     envvar="KG_ETL_PDF_PASSWORD",
     help="Password for encrypted PDFs [env KG_ETL_PDF_PASSWORD]; per-file ones go in the config's [passwords] table.",
 )
-@click.option(
-    "--read-timeout",
-    default=d.READ_TIMEOUT_S,
-    show_default=True,
-    type=click.FloatRange(min=1),
-    help="Seconds allowed to read one PDF.",
-)
-@click.option(
-    "--chunk-tokens", default=d.CHUNK_TOKENS, show_default=True, type=click.IntRange(32), help="Token budget per chunk."
-)
-@click.option(
-    "--overlap-tokens",
-    default=d.OVERLAP_TOKENS,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Tokens shared by neighbouring chunks.",
-)
+@chunk_options
 @click.option(
     "--retry-failed/--no-retry-failed",
     default=True,

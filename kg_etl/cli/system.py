@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from kg_etl import defaults as d
-from kg_etl.cli.app import EXIT_ERROR, add_row, cli, graph_options, out, say, table
+from kg_etl.cli.app import EXIT_ERROR, add_row, chunk_options, cli, graph_options, out, say, table
 from kg_etl.errors import KgEtlError
 
 __all__ = ["bench", "chunks", "doctor", "graph", "home", "models"]
@@ -157,24 +157,8 @@ def models_presets() -> None:
     envvar="KG_ETL_MODEL",
     help="The model whose tokenizer counts the tokens, as ingest counts them [env KG_ETL_MODEL].",
 )
-@click.option(
-    "--chunk-tokens", default=d.CHUNK_TOKENS, show_default=True, type=click.IntRange(32), help="Token budget per chunk."
-)
-@click.option(
-    "--overlap-tokens",
-    default=d.OVERLAP_TOKENS,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Tokens shared by neighbouring chunks.",
-)
+@chunk_options
 @click.option("--password", envvar="KG_ETL_PDF_PASSWORD", help="Password for an encrypted PDF.")
-@click.option(
-    "--read-timeout",
-    default=d.READ_TIMEOUT_S,
-    show_default=True,
-    type=click.FloatRange(min=1),
-    help="Seconds allowed to read the PDF.",
-)
 def chunks(
     pdf: Path, model: str, chunk_tokens: int, overlap_tokens: int, password: str | None, read_timeout: float
 ) -> None:
