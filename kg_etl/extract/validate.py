@@ -29,10 +29,13 @@ __all__ = [
     "VALIDATE",
     "Judgement",
     "Validation",
+    "answer_task",
+    "content_words",
     "evidence_score",
     "judge",
     "token_f1",
     "validation_task",
+    "words",
 ]
 
 # A quote counts as found when 90% of its words occur, in order, in one passage of the chunk: small models
@@ -73,8 +76,13 @@ VALIDATE = Extractor(name="validate", version="2", schema=Judgement, task="")
 
 def validation_task(pair: QAPair) -> str:
     """The instructions for answering one pair's question; they follow the shared chunk prefix."""
+    return answer_task(pair.question)
+
+
+def answer_task(question: str) -> str:
+    """The instructions for answering a question from the excerpt alone (the judge's half of validation)."""
     return (
-        f"Question: {pair.question}\n\n"
+        f"Question: {question}\n\n"
         'Using only the excerpt, answer the question in a few words. Answer with JSON: "answerable" is true '
         'if the excerpt answers the question, else false; "answer" is the answer, or "not stated".'
     )
@@ -82,11 +90,11 @@ def validation_task(pair: QAPair) -> str:
 
 def judge(pair: QAPair, judgement: Judgement, chunk_text: str) -> Validation:
     """The verdict on a pair, from the judge's own answer and lexical checks against the chunk; a 0..1 score."""
-    evidence = evidence_score(pair.evidence, chunk_text) if len(_words(pair.evidence)) >= MIN_QUOTE_WORDS else 0.0
+    evidence = evidence_score(pair.evidence, chunk_text) if len(words(pair.evidence)) >= MIN_QUOTE_WORDS else 0.0
     overlap = token_f1(judgement.answer, pair.answer) if judgement.answerable else 0.0
     grounded = _grounded(pair.answer, chunk_text)
     # Agreement is judged on content words: "in March" and "in November" share a word, not an answer.
-    agrees = judgement.answerable and _f1(_content(judgement.answer), _content(pair.answer)) >= AGREEMENT_F1
+    agrees = judgement.answerable and _f1(content_words(judgement.answer), content_words(pair.answer)) >= AGREEMENT_F1
     found = evidence >= EVIDENCE_THRESHOLD
     content = _has_content(pair)
     score = (0.4 * agrees + 0.3 * evidence + 0.2 * overlap + 0.1 * grounded) if content else 0.0
@@ -104,16 +112,16 @@ def judge(pair: QAPair, judgement: Judgement, chunk_text: str) -> Validation:
 def _has_content(pair: QAPair) -> bool:
     """A question of at least three words ending in "?", and an answer with at least one word."""
     question = pair.question.strip()
-    return len(_words(question)) >= 3 and question.endswith("?") and bool(_words(pair.answer))
+    return len(words(question)) >= 3 and question.endswith("?") and bool(words(pair.answer))
 
 
 def _grounded(answer: str, chunk_text: str) -> float:
     """Share of the answer's content words that occur in the chunk: an answer not in the text was made up."""
-    words = _content(answer)
-    if not words:
+    answer_words = content_words(answer)
+    if not answer_words:
         return 0.0
-    present = set(_words(chunk_text))
-    return sum(w in present for w in words) / len(words)
+    present = set(words(chunk_text))
+    return sum(w in present for w in answer_words) / len(answer_words)
 
 
 # Words that carry no answer by themselves; SQuAD drops the articles, these few more matter for short answers.
@@ -123,12 +131,14 @@ _FUNCTION_WORDS = frozenset((
 ))  # fmt: skip
 
 
-def _content(text: str) -> list[str]:
-    words = _words(text)
-    return [w for w in words if w not in _FUNCTION_WORDS] or words
+def content_words(text: str) -> list[str]:
+    """The words of ``text`` without function words (all of them, if that leaves none)."""
+    all_words = words(text)
+    return [w for w in all_words if w not in _FUNCTION_WORDS] or all_words
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """Casefolded word tokens, after Unicode normalisation."""
     text = unicodedata.normalize("NFKC", text).casefold()
     return re.findall(r"\w+", text)
 
@@ -138,7 +148,7 @@ def evidence_score(quote: str, text: str) -> float:
 
     The passage is anchored on the quote's longest exact run, so words scattered over the chunk don't count.
     """
-    quoted, source = _words(quote), _words(text)
+    quoted, source = words(quote), words(text)
     if not quoted or not source:
         return 0.0
     anchor = difflib.SequenceMatcher(None, quoted, source, autojunk=False).find_longest_match()
@@ -150,7 +160,7 @@ def evidence_score(quote: str, text: str) -> float:
 
 def token_f1(a: str, b: str) -> float:
     """SQuAD-style token F1 between two answers."""
-    return _f1(_words(a), _words(b))
+    return _f1(words(a), words(b))
 
 
 def _f1(left: list[str], right: list[str]) -> float:

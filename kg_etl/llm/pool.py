@@ -57,6 +57,7 @@ class ModelPool:
         self._resident: dict[str, WorkerBackend] = {}
         self.usage: dict[str, ModelUse] = {}
         self.max_resident = 0
+        self.load_seconds = 0.0  # starting workers and loading their models, over the run
         # The context one sequence can need (chunk, instructions, longest reply), from what the run extracts;
         # the pipeline sets it, counted with the run's tokenizer when the first model loads. None: n_ctx.
         self.sequence_context: Callable[[], int] | None = None
@@ -160,6 +161,7 @@ class ModelPool:
         self.max_resident = max(self.max_resident, len(self._resident))
         where = "GPU (all layers offloaded)" if info.offloaded else f"CPU ({threads} threads, {placement.label})"
         seconds = backend.worker.start_seconds
+        self.load_seconds += seconds
         self._notify(f"model {path.name} loaded on the {where} in {seconds:.1f} s (worker pid {info.pid})")
         return backend
 
