@@ -180,3 +180,22 @@ def test_doctor_names_the_first_problem_in_one_line(tmp_path: Path, graph_env: o
     problems = [line for line in result.stderr.splitlines() if line.startswith("problem:")]
     assert len(problems) == 1 and "missing.gguf: no such model file" in problems[0]
     assert "Traceback" not in result.output
+
+
+def test_a_model_trained_on_a_short_context_gets_no_more_than_that(tmp_path: Path) -> None:
+    """Past its trained context a model reads garbage: the worker's context is capped there, and says so."""
+    from kg_etl.llm.pool import trained_context
+    from kg_etl.testing import write_tiny_model
+
+    short = write_tiny_model(tmp_path / "short.gguf", context_length=1024)
+    notices: list[str] = []
+    pool = ModelPool(IngestSettings(model=str(short), download=False, threads=1), notices.append)
+    pool.sequence_context = lambda: 6000
+    try:
+        worker = pool.backend(str(short)).worker
+        assert worker.spec.n_ctx == 1024 and worker.spec.n_ctx_per_seq == 1024
+    finally:
+        pool.close()
+    assert any("trained on 1024 tokens" in notice for notice in notices)
+    assert trained_context({"general.architecture": "llama", "llama.context_length": "8192"}) == 8192
+    assert trained_context({"general.architecture": "llama"}) is None

@@ -12,7 +12,7 @@ is an optimisation, and ``ModelUse.loads`` shows whether it held.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -26,7 +26,7 @@ from kg_etl.llm.registry import resolve_model, spec_for
 from kg_etl.llm.runtime import ModelStats, Sampling, Tokenizer, default_threads, gpu_offload_supported, model_file_id
 from kg_etl.llm.worker import ModelWorker, WorkerBackend
 
-__all__ = ["ModelPool", "ModelUse", "PooledBackend"]
+__all__ = ["ModelPool", "ModelUse", "PooledBackend", "trained_context"]
 
 
 class ModelUse(BaseModel):
@@ -142,6 +142,12 @@ class ModelPool:
         if placement.source == "probe" and placement.crashed:
             self._notify(f"{path.name}: {placement.reason}; using plain CPU buffers (kg-etl doctor says more)")
         context = min(s.n_ctx, self.sequence_context() if self.sequence_context is not None else s.n_ctx)
+        trained = trained_context(self.tokenizer(ref).metadata)
+        if trained is not None and context > trained:
+            # Past the context it was trained on a model's output turns to junk; a request that needs more
+            # fails alone, with the reason (TOO_LONG), instead of silently reading garbage.
+            self._notify(f"{path.name} was trained on {trained} tokens of context; requests are capped there")
+            context = trained
         spec = WorkerSpec(
             path=str(path),
             n_ctx=context,
@@ -164,6 +170,12 @@ class ModelPool:
         self.load_seconds += seconds
         self._notify(f"model {path.name} loaded on the {where} in {seconds:.1f} s (worker pid {info.pid})")
         return backend
+
+
+def trained_context(metadata: Mapping[str, str]) -> int | None:
+    """The context length a GGUF's model was trained on (``<architecture>.context_length``), if it says."""
+    value = metadata.get(f"{metadata.get('general.architecture', '')}.context_length", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def _sampling_for(ref: str, path: Path) -> Sampling:
