@@ -277,3 +277,30 @@ def test_eval_of_a_file_that_is_not_webnlg_is_one_line_and_exit_3(tiny_model_pat
     result = CliRunner().invoke(cli, ["eval", "webnlg", str(bench), "--model", str(tiny_model_path)])
     assert result.exit_code == 3
     assert "bench.xml" in result.output and "Traceback" not in result.output
+
+
+# -- against the official script's own numbers on the dev sample ---------------------------------------------
+
+# What the official WebNLG 2020 script (Evaluation_script.py, run outside this repository) printed for two
+# candidate files built from the dev sample's references: F1 under strict, exact, partial, type, and whole
+# triples. The references themselves do not score 1: the script drops quote tokens from references but not
+# from candidates, so a quoted object copied verbatim is a partial match.
+OFFICIAL_F1 = {
+    "perfect": {"strict": 0.98185, "exact": 0.98185, "partial": 0.98854, "type": 0.99522, "triple": 1.0},
+    "perturbed": {"strict": 0.50764, "exact": 0.50955, "partial": 0.51266, "type": 0.51385, "triple": 0.37194},
+}
+
+
+def _perturbed(triples: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Drop the last triple, replace the first one's object with "unknown", lowercase every predicate."""
+    kept = [(s, p.lower(), o) for s, p, o in triples[:-1]]
+    return [(kept[0][0], kept[0][1], "unknown"), *kept[1:]] if kept else []
+
+
+@pytest.mark.parametrize("variant", sorted(OFFICIAL_F1))
+def test_scores_agree_with_the_official_script_on_the_dev_sample(webnlg_sample: Path, variant: str) -> None:
+    references = [entry.references for entry in read_webnlg(webnlg_sample)]
+    candidates = references if variant == "perfect" else [_perturbed(list(refs)) for refs in references]
+    scores = score_triples(references, candidates)
+    for name, official in OFFICIAL_F1[variant].items():
+        assert scores[name].f1 == pytest.approx(official, abs=0.01), name

@@ -105,7 +105,7 @@ def webnlg(benchmark: Path, out_dir: Path | None, **options: Any) -> None:
     for name, scores in report.scores.items():
         add_row(grid, name, f"{scores.precision:.3f}", f"{scores.recall:.3f}", f"{scores.f1:.3f}")
     out().print(grid)
-    _print_cost(report.figures, report.outcomes.model_dump())
+    _print_cost(report.figures, report.outcomes.model_dump(), report.failures)
 
 
 @evaluate.command("gold")
@@ -167,7 +167,7 @@ def gold(folder: Path | None, out_dir: Path | None, categories: str | None, **op
     outcomes = {
         key: sum(getattr(o, key) for o in s.outcomes.values()) for key in ("first_try", "after_retries", "failed")
     }
-    _print_cost(report.figures, outcomes)
+    _print_cost(report.figures, outcomes, report.failures)
 
 
 def _model(options: dict[str, Any], extractors: list[str]) -> Any:
@@ -187,7 +187,7 @@ def _model(options: dict[str, Any], extractors: list[str]) -> Any:
     return EvalModel(settings, notify=lambda message: say(message))
 
 
-def _print_cost(figures: Any, outcomes: dict[str, int]) -> None:
+def _print_cost(figures: Any, outcomes: dict[str, int], failures: list[Any]) -> None:
     say(
         f"{figures.model}: {figures.texts} texts in {figures.seconds:.1f} s "
         f"({figures.seconds_per_text:.2f} s and {figures.prompt_tokens_per_text:.0f} prompt tokens per text; "
@@ -195,6 +195,8 @@ def _print_cost(figures: Any, outcomes: dict[str, int]) -> None:
         f"{figures.load_seconds:.1f} s). Replies: {outcomes['first_try']} valid at once, "
         f"{outcomes['after_retries']} after retries, {outcomes['failed']} failed."
     )
+    for failure in failures[:3]:  # the commonest reasons; --json or --out has them all, with a raw reply each
+        say(f"  {failure.count} x {failure.extractor}: {failure.error}")
 
 
 class _Progress:

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kg_etl.errors import ConfigError
-from kg_etl.eval.session import EvalItem, EvalModel, Outcomes, RunFigures
+from kg_etl.eval.session import EvalItem, EvalModel, FailureSample, Outcomes, RunFigures
 from kg_etl.eval.triples import Scores, score_triples
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.facts import Fact, Facts
@@ -148,6 +148,7 @@ class GoldReport(BaseModel):
     model: str
     documents: int
     scores: GoldScores
+    failures: list[FailureSample] = Field(default_factory=list, description="the commonest reasons, with a reply")
     figures: RunFigures
 
 
@@ -188,7 +189,13 @@ def run_gold(
         [a if isinstance(a, Judgement) else None for a in answers],
         {name: Outcomes.of(counts) for name, counts in model.outcomes.items()},
     )
-    return GoldReport(model=model.name, documents=len(documents), scores=scores, figures=model.figures(len(items)))
+    return GoldReport(
+        model=model.name,
+        documents=len(documents),
+        scores=scores,
+        failures=FailureSample.of(model.failures),
+        figures=model.figures(len(items)),
+    )
 
 
 def _all_questions(doc: GoldDocument) -> list[GoldQuestion | GoldUnanswerable]:

@@ -17,15 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kg_etl.config import IngestSettings
 from kg_etl.defaults import CHUNK_TOKENS
-from kg_etl.extract.base import ChunkExtraction, Extractor, Job
+from kg_etl.extract.base import ChunkExtraction, ExtractionFailure, Extractor, Job
 from kg_etl.extract.run import BatchExtractor
 from kg_etl.llm.grammar import parse_reply
 from kg_etl.llm.pool import ModelPool, PooledBackend
 from kg_etl.llm.prompt import chunk_messages
 from kg_etl.models import Chunk, content_id
-from kg_etl.pipeline import check_models, check_settings, sequence_context
+from kg_etl.pipeline import check_models, check_settings, select_extractors, sequence_context
 
-__all__ = ["EvalItem", "EvalModel", "Outcomes", "RunFigures"]
+__all__ = ["EvalItem", "EvalModel", "FailureSample", "Outcomes", "RunFigures"]
 
 _T = TypeVar("_T")
 
@@ -69,6 +69,23 @@ class Outcomes(BaseModel):
         return cls(**{key: counts.get(key, 0) for key in ("first_try", "after_retries", "failed")})
 
 
+class FailureSample(BaseModel):
+    """Why extractions failed: each distinct error (its first line), how often, and one raw reply."""
+
+    extractor: str
+    error: str
+    count: int
+    raw: str
+
+    @classmethod
+    def of(cls, failures: Sequence[ExtractionFailure], top: int = 10) -> list[FailureSample]:
+        groups: dict[tuple[str, str], list[ExtractionFailure]] = {}
+        for failure in failures:
+            groups.setdefault((failure.extractor, failure.error.splitlines()[0][:200]), []).append(failure)
+        ranked = sorted(groups.items(), key=lambda item: -len(item[1]))[:top]
+        return [cls(extractor=e, error=err, count=len(fs), raw=fs[0].raw[:300]) for (e, err), fs in ranked]
+
+
 class RunFigures(BaseModel):
     """What the model did: calls, tokens and time, per text as well as in all."""
 
@@ -98,8 +115,14 @@ class EvalModel:
         self.settings = settings
         self.pool = ModelPool(settings, notify)
         self.backend = PooledBackend(self.pool, settings.model)
+        # The worker's context is sized once, when it starts, for every extractor the settings name: a later
+        # call for another extractor must not find it too small.
+        planned, validate = select_extractors(settings.extractors, settings.categories)
+        chunk_tokens = settings.chunk_tokens or CHUNK_TOKENS
+        self.pool.sequence_context = lambda: sequence_context(planned, validate, chunk_tokens, self._count)
         self.name = self.pool.path(settings.model).stem
         self.outcomes: dict[str, Counter[str]] = {}
+        self.failures: list[ExtractionFailure] = []  # every failed extraction, with its error and raw reply
         self._seconds = 0.0
 
     def __enter__(self) -> EvalModel:
@@ -118,11 +141,12 @@ class EvalModel:
     ) -> list[ChunkExtraction]:
         """Every extractor over every text (one chunk each), then the validation pass if asked.
 
+        ``extractors`` should be among those the settings name (``settings.extractors``): the context is
+        sized for those.
+
         Texts go to the model a few at a time, as an ingest's batches do, so ``on_progress(done, total)``
         moves and a long evaluation shows where it is.
         """
-        chunk_tokens = self.settings.chunk_tokens or CHUNK_TOKENS
-        self.pool.sequence_context = lambda: sequence_context(extractors, validate, chunk_tokens, self._count)
         runner = BatchExtractor(self.backend, extractors, retries=self.settings.retries, validate=validate)
         outs: list[ChunkExtraction] = []
         step = max(1, self.settings.batch_size)
@@ -131,6 +155,7 @@ class EvalModel:
             outs += self._timed(functools.partial(runner.run, chunks, ""))
             if on_progress is not None:
                 on_progress(len(outs), len(items))
+        self.failures += [failure for out in outs for failure in out.failures]
         for name, counts in runner.outcomes.items():
             self.outcomes.setdefault(name, Counter()).update(counts)
         return outs

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from kg_etl.errors import ConfigError
-from kg_etl.eval.session import EvalItem, EvalModel, Outcomes, RunFigures
+from kg_etl.eval.session import EvalItem, EvalModel, FailureSample, Outcomes, RunFigures
 from kg_etl.eval.triples import Scores, Triple, score_triples
 from kg_etl.extract.facts import FACTS, Facts
 
@@ -39,6 +39,7 @@ class WebNLGReport(BaseModel):
     entries: int
     scores: dict[str, Scores]
     outcomes: Outcomes
+    failures: list[FailureSample] = Field(default_factory=list, description="the commonest reasons, with a reply")
     figures: RunFigures
     candidates: list[list[Triple]] = Field(default_factory=list, exclude=True)
 
@@ -114,6 +115,7 @@ def run_webnlg(
         entries=len(entries),
         scores=scores,
         outcomes=outcomes,
+        failures=FailureSample.of(model.failures),
         figures=model.figures(len(items)),
         candidates=candidates,
     )

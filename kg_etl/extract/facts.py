@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kg_etl.extract.base import Extractor
 
@@ -39,6 +39,19 @@ class Fact(BaseModel):
     )
     triple: Triple | None = Field(description="the fact as subject-predicate-object, or null if it has none")
 
+    @field_validator("triple")
+    @classmethod
+    def _no_degenerate_triple(cls, triple: Triple | None) -> Triple | None:
+        """A triple that relates a thing to itself, or names an end as its predicate, says nothing: dropped.
+
+        Small models fill every slot with the same name (SmolLM2-135M wrote subject, predicate and object
+        "The Velvet Underground album"); the statement is kept, the graph gets no self-loop.
+        """
+        if triple is None:
+            return None
+        subject, predicate, obj = (_plain(part) for part in (triple.subject, triple.predicate, triple.object))
+        return None if subject == obj or predicate in (subject, obj) else triple
+
 
 class Facts(BaseModel):
     """The atomic facts of one chunk."""
@@ -48,19 +61,20 @@ class Facts(BaseModel):
     facts: list[Fact] = Field(max_length=6, description="the most important facts, at most 6")
 
 
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(" .")
+
+
 FACTS = Extractor(
     name="facts",
-    version="3",
+    version="4",
     schema=Facts,
-    # No example values: small models copy them into every answer. The grammar fixes the JSON's shape, so
-    # the prompt only needs to say what goes where.
+    # No example values (small models copy them), and no field names or descriptions a model could copy as
+    # values: SmolLM2-135M answered an earlier wording with {"statement": "facts", ...} for most texts. The
+    # grammar fixes the JSON's shape, so the prompt only says, in plain words, what goes in it.
     task=(
-        "List the atomic facts the excerpt states: each a short, self-contained sentence that names its "
-        "subject explicitly (no 'it' or 'they'), and, where it fits, a subject-predicate-object triple whose "
-        'subject and object are copied from the excerpt. Answer with JSON: "facts" is a list of objects with '
-        '"statement" and "triple" (an object with "subject", "subject_type", "predicate", "object", '
-        '"object_type", or null when the fact has no clear triple). Types: '
-        + ", ".join(sorted(get_args(EntityType)))
-        + "."
+        "List up to six facts that the excerpt states. Each fact is a short sentence from the excerpt, with its "
+        "subject, predicate and object. Copy the subject and the object word for word from the excerpt; the "
+        "predicate is a short verb phrase. Types: " + ", ".join(sorted(get_args(EntityType))) + "."
     ),
 )

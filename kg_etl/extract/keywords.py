@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kg_etl.extract.base import Extractor
 
@@ -25,10 +25,23 @@ class Keywords(BaseModel):
 
     keywords: list[Keyword] = Field(min_length=1, max_length=8, description="one to eight key terms")
 
+    @field_validator("keywords")
+    @classmethod
+    def _once_each(cls, keywords: list[Keyword]) -> list[Keyword]:
+        """Each term once (the first, most relevant, mention): small models repeat one term up to the limit."""
+        seen: set[str] = set()
+        unique = []
+        for keyword in keywords:
+            key = " ".join(keyword.term.casefold().split())
+            if key not in seen:
+                seen.add(key)
+                unique.append(keyword)
+        return unique
+
 
 KEYWORDS = Extractor(
     name="keywords",
-    version="2",
+    version="3",
     schema=Keywords,
     task=(
         "List the key terms of the excerpt (names, technical terms, concepts), each copied as it appears in the "
