@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kg_etl.config import IngestSettings
 from kg_etl.defaults import CHUNK_TOKENS
+from kg_etl.errors import ExtractionError
 from kg_etl.extract.base import ChunkExtraction, ExtractionFailure, Extractor, Job
 from kg_etl.extract.run import BatchExtractor
 from kg_etl.llm.grammar import parse_reply
@@ -172,7 +173,7 @@ class EvalModel:
         for reply in replies:
             try:
                 results.append(reply.parsed or parse_reply(schema, reply.text, reply.finish_reason))
-            except Exception:
+            except ExtractionError:  # an invalid or cut-off reply: no answer, which the caller counts
                 results.append(None)
         return results
 
