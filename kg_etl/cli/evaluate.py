@@ -17,7 +17,7 @@ __all__ = ["evaluate"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def model_options(command: F) -> F:
+def _model_options(command: F) -> F:
     """The options that say which model runs and how, as ``kg-etl ingest`` has them."""
     options = [
         click.option(
@@ -72,7 +72,7 @@ def evaluate() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write DIR/candidates.xml (the challenge's format, for its official script) and DIR/scores.json.",
 )
-@model_options
+@_model_options
 def webnlg(benchmark: Path, out_dir: Path | None, **options: Any) -> None:
     """The facts extractor's triples against a WebNLG 2020 text-to-RDF file (its <lex> texts and <mtriple>s).
 
@@ -117,7 +117,7 @@ def webnlg(benchmark: Path, out_dir: Path | None, **options: Any) -> None:
     help="Write DIR/gold.json: every score and figure.",
 )
 @click.option("--categories", help="Comma-separated category labels [default: ingest's].")
-@model_options
+@_model_options
 def gold(folder: Path | None, out_dir: Path | None, categories: str | None, **options: Any) -> None:
     """Every extractor and the validation pass against a gold set (default: the one kg-etl ships).
 

@@ -19,7 +19,7 @@ from kg_etl.eval.session import EvalItem, EvalModel, FailureSample, Outcomes, Ru
 from kg_etl.eval.triples import Scores, Triple, score_triples
 from kg_etl.extract.facts import FACTS, Facts
 
-__all__ = ["WebNLGEntry", "WebNLGReport", "read_webnlg", "run_webnlg", "write_candidates"]
+__all__ = ["WebNLGEntry", "WebNLGReport", "candidate_triples", "read_webnlg", "run_webnlg", "write_candidates"]
 
 
 class WebNLGEntry(BaseModel):
