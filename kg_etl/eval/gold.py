@@ -32,7 +32,7 @@ from kg_etl.extract.facts import Fact, Facts
 from kg_etl.extract.qa import QAPair, QAPairs
 from kg_etl.extract.run import Validations
 from kg_etl.extract.taxonomy import Taxonomy
-from kg_etl.extract.validate import AGREEMENT_F1, Judgement, Validation, answer_task, content_words, words
+from kg_etl.extract.validate import Judgement, Validation, answer_task, answers_agree, content_words, words
 from kg_etl.pipeline import select_extractors
 
 __all__ = [
@@ -357,14 +357,8 @@ def _judge_on_gold(
     for doc in documents:
         for question in doc.questions:
             reply = next(replies)
-            right.append(reply is not None and reply.answerable and _agrees(reply.answer, question.answer))
+            right.append(reply is not None and reply.answerable and answers_agree(reply.answer, question.answer))
         for _ in doc.unanswerable:
             reply = next(replies)
             refused.append(reply is not None and not reply.answerable)
     return _share(right), _share(refused)
-
-
-def _agrees(answer: str, gold: str) -> bool:
-    left, right = content_words(answer), content_words(gold)
-    common = sum(min(left.count(w), right.count(w)) for w in set(left))
-    return bool(common) and 2 * common / (len(left) + len(right)) >= AGREEMENT_F1

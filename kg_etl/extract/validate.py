@@ -30,6 +30,7 @@ __all__ = [
     "Judgement",
     "Validation",
     "answer_task",
+    "answers_agree",
     "content_words",
     "evidence_score",
     "judge",
@@ -94,7 +95,7 @@ def judge(pair: QAPair, judgement: Judgement, chunk_text: str) -> Validation:
     overlap = token_f1(judgement.answer, pair.answer) if judgement.answerable else 0.0
     grounded = _grounded(pair.answer, chunk_text)
     # Agreement is judged on content words: "in March" and "in November" share a word, not an answer.
-    agrees = judgement.answerable and _f1(content_words(judgement.answer), content_words(pair.answer)) >= AGREEMENT_F1
+    agrees = judgement.answerable and answers_agree(judgement.answer, pair.answer)
     found = evidence >= EVIDENCE_THRESHOLD
     content = _has_content(pair)
     score = (0.4 * agrees + 0.3 * evidence + 0.2 * overlap + 0.1 * grounded) if content else 0.0
@@ -156,6 +157,11 @@ def evidence_score(quote: str, text: str) -> float:
     passage = source[start : start + len(quoted) + 3]
     blocks = difflib.SequenceMatcher(None, quoted, passage, autojunk=False).get_matching_blocks()
     return sum(block.size for block in blocks) / len(quoted)
+
+
+def answers_agree(a: str, b: str) -> bool:
+    """The same answer, worded a little differently: content-word F1 of at least ``AGREEMENT_F1``."""
+    return _f1(content_words(a), content_words(b)) >= AGREEMENT_F1
 
 
 def token_f1(a: str, b: str) -> float:
