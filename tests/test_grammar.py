@@ -25,13 +25,20 @@ from llama_cpp import Llama
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kg_etl.errors import ExtractionError, KgEtlError
+from kg_etl.extract.facts import Facts as ChunkFacts
 from kg_etl.llm.grammar import (
+    COPY,
+    LOWER,
     MAX_REPEAT,
+    SPAN_WORDS,
     GrammarError,
     TruncatedReplyError,
     _check_with_llama_cpp,
+    _compile,
+    copy_spans,
     llama_grammar,
     max_tokens_for,
+    never_null,
     parse_reply,
     schema_grammar,
 )
@@ -665,3 +672,143 @@ def test_llama_cpp_python_converter_for_contrast(tiny_llm: Llama) -> None:
             counts["invalid"] += 1
     print(f"llama-cpp-python response_format on {len(SAMPLES)} samples: {counts}")
     assert sum(counts.values()) == len(SAMPLES)
+
+
+# --- copied spans: fields marked COPY take only words of the job's source ------------------------------
+
+SOURCE = (
+    "Alan Bean (born March 15, 1932) flew on Apollo 12. He was born in Wheeler, Texas and later lived in "
+    'St. Louis; he worked for NASA & the U.S. Navy as a test-pilot, "a quiet man" by 1,200 accounts.'
+)
+
+
+class Said(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    who: str = Field(min_length=1, max_length=20, json_schema_extra={COPY: True})
+    what: str = Field(min_length=1, max_length=30)
+    whom: list[Annotated[str, Field(min_length=1, max_length=20, json_schema_extra={COPY: True})]] = Field(max_length=2)
+
+
+def test_spans_are_runs_of_words_as_the_text_joins_them() -> None:
+    spans = copy_spans(SOURCE, 60)
+    for expected in ("Alan Bean", "March 15, 1932", "Wheeler, Texas", "St. Louis", "NASA & the U.S",
+                     "test-pilot", "1,200 accounts", "Apollo 12. He was born in Wheeler"):  # fmt: skip
+        assert expected in spans, expected
+    for absent in ("Bean (born", "1932) flew", "Louis; he", 'pilot, "a', "U.S."):  # brackets, ; and quotes end a span
+        assert absent not in spans, absent
+    assert len(spans) == len(set(spans))
+    assert all(len(re.findall(r"\w+(?:[^\w\s]\w+)*", s)) <= SPAN_WORDS and len(s) <= 60 for s in spans)
+    assert max(len(s) for s in copy_spans(SOURCE, 12)) <= 12
+    assert copy_spans("  ... ;; ", 60) == []
+
+
+def test_a_copied_field_admits_only_spans_of_its_source(vocab_llm: Llama) -> None:
+    gbnf = schema_grammar(Said, SOURCE)
+    regex = Gbnf(gbnf).regex()
+    ok = '{"who":"Alan Bean","what":"was born in","whom":["Wheeler, Texas","NASA"]}'
+    assert regex.fullmatch(ok) and llama_accepts(vocab_llm, gbnf, ok)
+    free = '{"who":"Alan Bean","what":"anything at all","whom":[]}'  # an unmarked field stays free
+    assert regex.fullmatch(free) and llama_accepts(vocab_llm, gbnf, free)
+    for bad in ("Alan B.", "alan bean", "Bean (born", "Buzz Aldrin", "Alan  Bean"):
+        doc = ok.replace("Alan Bean", bad)
+        assert not regex.fullmatch(doc) and not llama_accepts(vocab_llm, gbnf, doc), bad
+    assert not regex.fullmatch(ok.replace('"NASA"', '"NASA Houston"'))  # in a list too
+
+
+def test_without_a_source_a_copied_field_is_an_ordinary_string(vocab_llm: Llama) -> None:
+    assert schema_grammar(Said) == schema_grammar(Said, "")
+    assert llama_accepts(vocab_llm, schema_grammar(Said), '{"who":"Buzz Aldrin","what":"x","whom":[]}')
+    assert schema_grammar(Said, "...") == schema_grammar(Said)  # no word fits: the field stays free
+    assert schema_grammar(Flat, SOURCE) == schema_grammar(Flat)  # nothing to copy: one grammar for every chunk
+
+
+@functools.cache
+def said_strings() -> st.SearchStrategy[str]:
+    return Gbnf(schema_grammar(Said, SOURCE)).strings()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_everything_a_span_grammar_admits_copies_and_validates(data: st.DataObject) -> None:
+    said = Said.model_validate_json(data.draw(said_strings()))
+    assert {said.who, *said.whom} <= set(copy_spans(SOURCE, 20))
+
+
+def test_the_source_free_bound_bounds_every_span_grammar() -> None:
+    """``max_tokens_for`` ignores the source: no span grammar admits a longer reply than the free one."""
+    free = _compile(ChunkFacts, "").max_bytes
+    for source in (SOURCE, SOURCE * 5, "é" * 70 + " " + "ü" * 59, "a"):
+        assert _compile(ChunkFacts, source).max_bytes <= free
+
+
+@settings(max_examples=30, deadline=None)
+@given(source=st.text(min_size=0, max_size=400))
+def test_llama_cpp_parses_the_span_grammar_of_any_text(source: str) -> None:
+    _check_with_llama_cpp(ChunkFacts, schema_grammar(ChunkFacts, source))
+
+
+def test_sampled_replies_name_only_what_the_text_says(tiny_llm: Llama) -> None:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    messages = [MESSAGES[0], {"role": "user", "content": SOURCE}]
+    grammar = LlamaGrammar.from_string(schema_grammar(Said, SOURCE), verbose=False)
+    spans, named = set(copy_spans(SOURCE, 20)), []
+    for seed, temperature in SAMPLES[:12]:
+        reply: Any = tiny_llm.create_chat_completion(
+            messages=messages, temperature=temperature, max_tokens=max_tokens_for(Said), seed=seed, grammar=grammar
+        )
+        choice = reply["choices"][0]
+        said = parse_reply(Said, choice["message"]["content"], choice["finish_reason"])
+        named += [said.who, *said.whom]
+    assert set(named) <= spans
+    assert len(set(named)) > 3  # sampling explores the spans, not one fixed answer
+
+
+def test_a_span_neither_begins_nor_ends_with_a_lower_case_function_word() -> None:
+    spans = copy_spans(SOURCE, 60)
+    for name in ("Wheeler, Texas", "Alan Bean", "St. Louis", "Apollo 12", "NASA & the U.S"):
+        assert name in spans, name
+    for clause in ("in Wheeler", "was born in", "born in", "NASA & the", "the U.S", "He was", "flew on Apollo 12. He"):
+        assert clause not in spans, clause
+    # Inside a span such words stay ("NASA & the U.S"); "The" that starts a sentence may start a name.
+    assert "The Beatles" in copy_spans("The Beatles played in the Cavern.", 60)
+
+
+def test_a_span_may_be_as_long_as_its_field_allows() -> None:
+    quotes = copy_spans(SOURCE, 300, max_words=40)
+    assert "Alan Bean" in quotes and max(len(q.split()) for q in quotes) > SPAN_WORDS
+    assert all(len(q.split()) <= 40 for q in quotes)
+
+
+class Said2(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    verb: str = Field(min_length=1, max_length=20, json_schema_extra={LOWER: True})
+    note: Said | None = Field(json_schema_extra=never_null)
+
+
+def test_a_lower_case_field_admits_no_capital_and_never_null_admits_no_null(vocab_llm: Llama) -> None:
+    gbnf = schema_grammar(Said2)
+    regex = Gbnf(gbnf).regex()
+    said = '{"who":"Alan","what":"x","whom":[]}'
+    ok = '{"verb":"was born in","note":' + said + "}"
+    assert regex.fullmatch(ok) and llama_accepts(vocab_llm, gbnf, ok)
+    for bad in ('{"verb":"Alan Bean","note":' + said + "}", '{"verb":"was born in","note":null}'):
+        assert not regex.fullmatch(bad) and not llama_accepts(vocab_llm, gbnf, bad), bad
+    assert Said2.model_validate({"verb": "x", "note": None}).note is None  # the Python type keeps None
+    with pytest.raises(GrammarError, match="one type"):
+        never_null({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]})
+
+
+def test_facts_ask_every_fact_for_a_triple_with_a_lower_case_predicate() -> None:
+    gbnf = schema_grammar(ChunkFacts, SOURCE)
+    regex = Gbnf(gbnf).regex()
+    triple = (
+        '{"subject":"Alan Bean","subject_type":"person","predicate":"flew on","object":"Apollo 12",'
+        '"object_type":"event"}'
+    )
+    fact = '{"statement":"Alan Bean flew on Apollo 12.","triple":' + triple + "}"
+    assert regex.fullmatch('{"facts":[' + fact + "]}")
+    assert not regex.fullmatch('{"facts":[{"statement":"Alan Bean flew on Apollo 12.","triple":null}]}')
+    assert not regex.fullmatch('{"facts":[' + fact.replace('"flew on"', '"Apollo 12"') + "]}")
+    facts = ChunkFacts.model_validate_json('{"facts":[' + fact + "," + fact + "]}")
+    assert len(facts.facts) == 1  # a repeated statement is kept once

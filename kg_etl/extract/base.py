@@ -45,10 +45,14 @@ class Extractor:
 
 @dataclass(frozen=True)
 class Job:
-    """One request to a model: chat messages (the shared prefix ends at ``prompt.SPLIT``) and a schema."""
+    """One request to a model: chat messages (the shared prefix ends at ``prompt.SPLIT``) and a schema.
+
+    ``source`` is the chunk text the schema's copied fields (``grammar.COPY``) take their spans from.
+    """
 
     messages: tuple[BaseMessage, ...]
     schema: type[BaseModel]
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kg_etl.extract.base import Extractor
+from kg_etl.llm.grammar import COPY, LOWER, never_null
 
 __all__ = ["FACTS", "EntityType", "Fact", "Facts", "Triple"]
 
@@ -18,15 +19,34 @@ EntityType = Literal[
 
 
 class Triple(BaseModel):
-    """A subject-predicate-object reading of a fact; the types keep same-named things apart."""
+    """A subject-predicate-object reading of a fact; the types keep same-named things apart.
+
+    Subject and object are copied from the chunk (``COPY``): the grammar admits only its spans, so an
+    entity is named as the text names it, never paraphrased or invented.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    subject: str = Field(min_length=1, max_length=60, description="the entity the fact is about")
+    subject: str = Field(
+        min_length=1, max_length=60, description="the entity the fact is about", json_schema_extra={COPY: True}
+    )
     subject_type: EntityType = Field(description="what kind of thing the subject is")
-    predicate: str = Field(min_length=1, max_length=40, description="a short verb phrase, e.g. 'is part of'")
-    object: str = Field(min_length=1, max_length=60, description="the other entity or value")
+    predicate: str = Field(
+        min_length=1,
+        max_length=40,
+        description="a short verb phrase, e.g. 'is part of'",
+        json_schema_extra={LOWER: True},
+    )
+    object: str = Field(
+        min_length=1, max_length=60, description="the other entity or value", json_schema_extra={COPY: True}
+    )
     object_type: EntityType = Field(description="what kind of thing the object is")
+
+    @field_validator("predicate")
+    @classmethod
+    def _lower(cls, predicate: str) -> str:
+        """In lower case, as the graph stores it (a model without the grammar may write capitals)."""
+        return predicate.lower()
 
 
 class Fact(BaseModel):
@@ -37,7 +57,8 @@ class Fact(BaseModel):
     statement: str = Field(
         min_length=5, max_length=160, description="one self-contained sentence, understandable without the excerpt"
     )
-    triple: Triple | None = Field(description="the fact as subject-predicate-object, or null if it has none")
+    # Every fact is asked for its triple: where null was allowed, small models wrote it for nearly every fact.
+    triple: Triple | None = Field(description="the fact as subject-predicate-object", json_schema_extra=never_null)
 
     @field_validator("triple")
     @classmethod
@@ -60,6 +81,19 @@ class Facts(BaseModel):
 
     facts: list[Fact] = Field(max_length=6, description="the most important facts, at most 6")
 
+    @field_validator("facts")
+    @classmethod
+    def _once_each(cls, facts: list[Fact]) -> list[Fact]:
+        """Each statement once: greedy small models repeat one sentence up to the limit (SmolLM2-135M: 6 times)."""
+        seen: set[str] = set()
+        unique = []
+        for fact in facts:
+            key = _plain(fact.statement)
+            if key not in seen:
+                seen.add(key)
+                unique.append(fact)
+        return unique
+
 
 def _plain(text: str) -> str:
     return " ".join(text.casefold().split()).strip(" .")
@@ -67,7 +101,7 @@ def _plain(text: str) -> str:
 
 FACTS = Extractor(
     name="facts",
-    version="4",
+    version="5",
     schema=Facts,
     # No example values (small models copy them), and no field names or descriptions a model could copy as
     # values: SmolLM2-135M answered an earlier wording with {"statement": "facts", ...} for 11 of 30 texts. The

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kg_etl.extract.base import Extractor
+from kg_etl.llm.grammar import COPY
 
 __all__ = ["KEYWORDS", "Keyword", "Keywords"]
 
@@ -14,7 +15,13 @@ class Keyword(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    term: str = Field(min_length=2, max_length=40, description="a word or short phrase as it appears in the text")
+    # Copied from the chunk (COPY): a term the text does not contain cannot be one of its keywords.
+    term: str = Field(
+        min_length=2,
+        max_length=40,
+        description="a word or short phrase as it appears in the text",
+        json_schema_extra={COPY: True},
+    )
     relevance: float = Field(ge=0, le=1, description="0..1, how relevant the term is to the excerpt")
 
 
@@ -41,7 +48,7 @@ class Keywords(BaseModel):
 
 KEYWORDS = Extractor(
     name="keywords",
-    version="3",
+    version="4",
     schema=Keywords,
     task=(
         "List the key terms of the excerpt (names, technical terms, concepts), each copied as it appears in the "

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kg_etl.extract.base import Extractor
+from kg_etl.llm.grammar import COPY
 
-__all__ = ["QA", "QAPair", "QAPairs"]
+# Most words of an evidence quote: a sentence, copied from the chunk (COPY), so every quote is verbatim.
+QUOTE_WORDS = 40
+
+__all__ = ["QA", "QUOTE_WORDS", "QAPair", "QAPairs"]
 
 
 class QAPair(BaseModel):
@@ -20,6 +24,7 @@ class QAPair(BaseModel):
         min_length=10,
         max_length=300,
         description="a sentence copied word for word from the excerpt that supports the answer",
+        json_schema_extra={COPY: QUOTE_WORDS},
     )
 
 
@@ -33,7 +38,7 @@ class QAPairs(BaseModel):
 
 QA = Extractor(
     name="qa",
-    version="2",
+    version="3",
     schema=QAPairs,
     task=(
         "Write one to three questions that the excerpt answers, each understandable without the excerpt, "

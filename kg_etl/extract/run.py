@@ -212,7 +212,9 @@ class BatchExtractor:
                 progress.done += 1
                 progress.report(stage)
 
-        replies = backend.run([Job(tuple(t.messages), t.extractor.schema) for t in tasks], on_reply=arrived)
+        replies = backend.run(
+            [Job(tuple(t.messages), t.extractor.schema, t.out.chunk.text) for t in tasks], on_reply=arrived
+        )
         for i, reply in enumerate(replies):  # a backend that hands over nothing early still gets each handled
             if i not in handled:
                 arrived(i, reply)

@@ -30,9 +30,9 @@ class Engine(Protocol):
 
 
 def chat_request(job: Job) -> ChatRequest:
-    """The job's messages, its schema's grammar and the longest reply that schema admits."""
+    """The job's messages, its schema's grammar (for its source) and the longest reply that schema admits."""
     messages = tuple((m["role"], m["content"]) for m in to_chat_dicts(job.messages))
-    return ChatRequest(messages, schema_grammar(job.schema), max_tokens_for(job.schema))
+    return ChatRequest(messages, schema_grammar(job.schema, job.source), max_tokens_for(job.schema))
 
 
 def to_reply(c: Completion) -> Reply:
