@@ -19,6 +19,7 @@ __all__ = [
     "CPU_REPACK",
     "DEFAULT_CATEGORIES",
     "DEFAULT_MODEL",
+    "EXPORT_KINDS",
     "EXTRACTOR_NAMES",
     "GPU_LAYERS",
     "HOME_ENV",
@@ -43,8 +44,11 @@ DEFAULT_CATEGORIES: tuple[str, ...] = (
     "Environment", "Society", "Other",
 )  # fmt: skip
 
-# Every extractor kg-etl runs by default, in order; "validate" is the second pass over the QA pairs.
+# Every extractor kg-etl runs by default, in order; "validate" is the second pass over the QA pairs. The
+# registry (kg_etl.registry) defines them; their names are here too so that --help needs no heavy import,
+# and the registry checks at import that both agree. The same for the export kinds, QA pairs first.
 EXTRACTOR_NAMES = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
+EXPORT_KINDS = ("qa", "facts", "taxonomy", "keywords", "summaries")
 
 # LFM2-1.2B at Q4_K_M: ~0.7 GB, good extraction quality for its size, fast on any recent GPU.
 DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"

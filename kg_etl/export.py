@@ -18,7 +18,6 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO, TypeVar
 
@@ -26,14 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kg_etl.dedup import NearDuplicates, question_key, question_words
 from kg_etl.errors import ConfigError, GraphError
-from kg_etl.extract.facts import FACTS
-from kg_etl.extract.keywords import KEYWORDS
-from kg_etl.extract.qa import QA
-from kg_etl.extract.summary import SUMMARY
-from kg_etl.extract.taxonomy import TAXONOMY
-from kg_etl.extract.validate import VALIDATE
 from kg_etl.graph import statements as st
 from kg_etl.graph.connection import Graph
+from kg_etl.records import FactRecord, KeywordRecord, QARecord, SummaryRecord, TopicRecord, qa_record
+from kg_etl.registry import export_kind, export_kinds
 
 __all__ = [
     "DEFAULT_SYSTEM",
@@ -58,9 +53,8 @@ __all__ = [
     "question_words",
 ]
 
-Kind = Literal["qa", "facts", "taxonomy", "keywords", "summaries"]
 QAFormat = Literal["plain", "chat", "alpaca", "sharegpt"]
-KINDS: tuple[Kind, ...] = ("qa", "facts", "taxonomy", "keywords", "summaries")
+KINDS: tuple[str, ...] = tuple(export_kinds())
 FORMATS: tuple[QAFormat, ...] = ("plain", "chat", "alpaca", "sharegpt")
 DEFAULT_SYSTEM = "Answer the question briefly and accurately."
 QA_SCHEMA_PATH = Path(__file__).parent / "data" / "qa_record.schema.json"
@@ -69,172 +63,6 @@ PAGE_CHUNKS = 250  # chunks per page: 250..1000 export equally fast on ArcadeDB;
 PAGE_DOCUMENTS = 100
 Row = dict[str, Any]
 R = TypeVar("R", bound=BaseModel)
-
-
-# -- records -----------------------------------------------------------------------------------------------
-# Each record class lists its own fields first and the citation last: pydantic orders fields base-last-first,
-# so ``class X(_Citation, _XFields)`` dumps _XFields' fields, then _Citation's.
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class _Citation(_Record):
-    """Where a record comes from: the PDF (its sha256 is the Document id), its pages, and the chunk."""
-
-    doc_sha256: str
-    doc_path: str
-    doc_name: str
-    doc_title: str | None
-    page_start: int = Field(ge=1)
-    page_end: int = Field(ge=1)
-    chunk_id: str | None = Field(description="None only for a document summary")
-    chunk_index: int | None = Field(ge=0)
-
-
-class _QAFields(_Record):
-    id: str
-    question: str
-    answer: str
-    evidence: str
-    verdict: Literal["valid", "invalid", "unvalidated"]
-    score: float | None = Field(ge=0, le=1)
-    judgement: str | None
-    model_answer: str | None
-    evidence_found: bool | None
-    evidence_score: float | None
-    answer_overlap: float | None
-    model: str | None
-    qa_version: str
-    validate_version: str | None
-    judge_model: str | None
-
-
-class QARecord(_Citation, _QAFields):
-    """One question/answer pair, its validation and its citation: ``kg_etl/data/qa_record.schema.json``."""
-
-
-class _FactFields(_Record):
-    id: str
-    text: str
-    subject: str | None
-    predicate: str | None
-    object: str | None
-    model: str | None
-    extractor_version: str
-
-
-class FactRecord(_Citation, _FactFields):
-    """One atomic fact (with its triple, where it has one) and its citation."""
-
-
-class _TopicFields(_Record):
-    topic_id: str
-    topic: str
-    topic_path: str
-    level: int
-    importance: float | None
-    extractor_version: str
-
-
-class TopicRecord(_Citation, _TopicFields):
-    """One chunk's place in the taxonomy: a topic (its path from the broadest field) and how central it is."""
-
-
-class _KeywordFields(_Record):
-    keyword_id: str
-    keyword: str
-    relevance: float | None
-    extractor_version: str
-
-
-class KeywordRecord(_Citation, _KeywordFields):
-    """One key term of a chunk and its relevance."""
-
-
-class _SummaryFields(_Record):
-    id: str
-    kind: Literal["chunk", "document"]
-    text: str
-    model: str | None
-    extractor_version: str
-
-
-class SummaryRecord(_Citation, _SummaryFields):
-    """A chunk's summary, or a document's (no chunk; pages 1 to the last)."""
-
-
-def _cite(doc: Row, chunk: Row | None) -> Row:
-    pages = {"page_start": 1, "page_end": max(1, doc["n_pages"] or 1), "chunk_id": None, "chunk_index": None}
-    if chunk is not None:
-        pages = {k: chunk[k] for k in ("page_start", "page_end", "chunk_id", "chunk_index")}
-    document = {"doc_sha256": doc["id"], "doc_path": doc["path"], "doc_name": doc["name"], "doc_title": doc["title"]}
-    return document | pages
-
-
-def _qa_record(doc: Row, chunk: Row, item: Row) -> QARecord:
-    # Versions are stored on each pair when written; older graphs without them get the current ones.
-    item = dict(item)
-    validated = item["verdict"] in ("valid", "invalid")
-    qa_version = item.pop("qa_version", None) or QA.version
-    validate_version = item.pop("validate_version", None) or (VALIDATE.version if validated else None)
-    return QARecord(**_cite(doc, chunk), **item, qa_version=qa_version, validate_version=validate_version)
-
-
-def _fact_record(doc: Row, chunk: Row, item: Row) -> FactRecord:
-    return FactRecord(**_cite(doc, chunk), **item, extractor_version=FACTS.version)
-
-
-def _topic_record(doc: Row, chunk: Row, item: Row) -> TopicRecord:
-    return TopicRecord(
-        **_cite(doc, chunk),
-        topic_id=item["id"],
-        topic=item["name"],
-        topic_path=item["path"],
-        level=item["level"],
-        importance=item["importance"],
-        extractor_version=TAXONOMY.version,
-    )
-
-
-def _keyword_record(doc: Row, chunk: Row, item: Row) -> KeywordRecord:
-    return KeywordRecord(
-        **_cite(doc, chunk),
-        keyword_id=item["id"],
-        keyword=item["name"],
-        relevance=item["relevance"],
-        extractor_version=KEYWORDS.version,
-    )
-
-
-def _summary_record(doc: Row, chunk: Row | None, item: Row) -> SummaryRecord:
-    kind: Literal["chunk", "document"] = "chunk" if chunk is not None else "document"
-    return SummaryRecord(**_cite(doc, chunk), **item, kind=kind, extractor_version=SUMMARY.version)
-
-
-@dataclass(frozen=True)
-class _KindSpec:
-    """How one kind is read: the chunk-page statement, the order within a chunk, the record builder."""
-
-    statement: st.Statement
-    order: Callable[[Row], Any]
-    build: Callable[[Row, Row, Row], BaseModel]
-
-
-def _by_id(item: Row) -> Any:
-    return item["id"]
-
-
-_SPECS: dict[Kind, _KindSpec] = {
-    "qa": _KindSpec(st.EXPORT_QA_CHUNKS, _by_id, _qa_record),
-    "facts": _KindSpec(st.EXPORT_FACT_CHUNKS, _by_id, _fact_record),
-    "taxonomy": _KindSpec(st.EXPORT_TOPIC_CHUNKS, lambda t: (t["path"], t["id"]), _topic_record),
-    "keywords": _KindSpec(
-        st.EXPORT_KEYWORD_CHUNKS, lambda k: (-(k["relevance"] or 0), k["name"], k["id"]), _keyword_record
-    ),
-    "summaries": _KindSpec(st.EXPORT_SUMMARY_CHUNKS, _by_id, _summary_record),
-}
 
 
 # -- reading in pages --------------------------------------------------------------------------------------
@@ -271,14 +99,6 @@ def _items(
                 yield doc, chunk, item
 
 
-def _kind(kind: str) -> Kind:
-    """``kind`` as a Kind, or a ConfigError that lists the kinds."""
-    for known in KINDS:
-        if kind == known:
-            return known
-    raise ConfigError(f"{kind}: unknown export kind; choose one of {', '.join(KINDS)}")
-
-
 def _resolve(graph: Graph, documents: Sequence[str]) -> list[str] | None:
     """The ids of the documents named (by id, path or file name); None for all.
 
@@ -296,12 +116,12 @@ def _resolve(graph: Graph, documents: Sequence[str]) -> list[str] | None:
     return list(ids)
 
 
-def _build(build: Callable[[Row, Row, Row], R], doc: Row, chunk: Row, item: Row) -> R:
+def _build(build: Callable[[Row, Row | None, Row], R], doc: Row, chunk: Row | None, item: Row) -> R:
     """A record from its rows; a graph holding something else is a GraphError that says where."""
     try:
         return build(doc, chunk, item)
     except ValidationError as e:
-        where = f"{doc['path']} chunk {chunk['chunk_index']}"
+        where = f"{doc['path']} chunk {chunk['chunk_index']}" if chunk is not None else doc["path"]
         raise GraphError(f"{where}: a stored record does not fit the export format ({e.errors()[0]['msg']})") from e
 
 
@@ -314,12 +134,12 @@ def iter_records(
         ConfigError: an unknown kind, or a document that is not in the graph.
         GraphError: the graph fails, or holds a record that does not fit its record class.
     """
-    spec = _SPECS[_kind(kind)]
+    spec = export_kind(kind)
     ids = _resolve(graph, documents)
     for doc in _documents(graph, ids):
-        if kind == "summaries":
-            for item in graph.read_rows(st.EXPORT_DOCUMENT_SUMMARIES, doc_id=doc["id"]):
-                yield _summary_record(doc, None, item)
+        if spec.documents is not None:  # what the document holds itself (its summary) comes first
+            for item in graph.read_rows(spec.documents, doc_id=doc["id"]):
+                yield _build(spec.build, doc, None, item)
         for chunk in _chunks(graph, spec.statement, doc["id"], page_size):
             for item in sorted(chunk["items"], key=spec.order):
                 yield _build(spec.build, doc, chunk, item)
@@ -351,9 +171,9 @@ def iter_qa(
 ) -> Iterator[QARecord]:
     """QA pairs in export order that pass the options' filters (near-duplicates are not removed here)."""
     options = options or QAOptions()
-    spec = _SPECS["qa"]
+    spec = export_kind("qa")
     for doc, chunk, item in _items(graph, spec.statement, spec.order, _resolve(graph, documents), page_size):
-        record = _build(_qa_record, doc, chunk, item)
+        record = _build(qa_record, doc, chunk, item)
         if options.keeps(record):
             yield record
 
@@ -401,7 +221,7 @@ def _rank(record: QARecord) -> float:
 class ExportReport(BaseModel):
     """What an export wrote and what it left out."""
 
-    kind: Kind
+    kind: str
     written: int = 0
     filtered_out: int = Field(default=0, description="QA pairs below --validated-only / --min-score")
     duplicates_removed: int = Field(default=0, description="near-duplicate questions not written")
@@ -434,7 +254,7 @@ def export(
         ConfigError: QA options with another kind, an unknown kind, or an unknown document.
         GraphError: the graph fails, or holds a record that does not fit its record class.
     """
-    known = _kind(kind)
+    known = export_kind(kind).name
     if known != "qa":
         if qa is not None and qa != QAOptions():
             raise ConfigError(

@@ -30,14 +30,9 @@ from kg_etl.defaults import CHUNK_TOKENS
 from kg_etl.errors import ConfigError, GraphError, ReadError, WorkerCrashedError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
-from kg_etl.extract.categories import categories_extractor
-from kg_etl.extract.facts import FACTS
-from kg_etl.extract.keywords import KEYWORDS
-from kg_etl.extract.qa import QA
-from kg_etl.extract.run import REDUCE_BUDGET, BatchExtractor, Validations
+from kg_etl.extract.run import REDUCE_BUDGET, BatchExtractor
 from kg_etl.extract.summary import DOCUMENT_SUMMARY_TASK, SUMMARY, Summary
-from kg_etl.extract.taxonomy import TAXONOMY
-from kg_etl.extract.validate import VALIDATE
+from kg_etl.extract.validate import VALIDATE, Validations
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.llm.grammar import max_tokens_for
@@ -49,6 +44,7 @@ from kg_etl.llm.templates import chat_template_for
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file, text_of
 from kg_etl.owner import is_stale, this_process
 from kg_etl.read import PdfDocument, open_pdf, regular_file_problem
+from kg_etl.registry import REGISTRY, ExtractOptions, row_builders, select_extractors
 
 __all__ = [
     "ALL_EXTRACTORS",
@@ -61,12 +57,11 @@ __all__ = [
     "find_pdfs",
     "ingest",
     "model_order",
-    "select_extractors",
+    "run_extractors",
     "sequence_context",
 ]
 
 ALL_EXTRACTORS = EXTRACTOR_NAMES
-_FIXED: dict[str, Extractor] = {e.name: e for e in (FACTS, TAXONOMY, KEYWORDS, SUMMARY, QA)}
 
 
 class PageNote(BaseModel):
@@ -191,25 +186,13 @@ def _walk_pdfs(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def select_extractors(names: Sequence[str], categories: Sequence[str]) -> tuple[list[Extractor], bool]:
-    """The chunk extractors to run, in order, and whether to validate QA pairs.
+def run_extractors(settings: IngestSettings) -> list[Extractor]:
+    """The extractors the settings ask for, made with their options, in registry order.
 
     Raises:
-        ConfigError: no name, an unknown name, or "validate" without "qa".
+        ConfigError: no name, an unknown name, an extractor without one it needs, or bad options.
     """
-    if not names:
-        raise ConfigError(f"--extract names no extractor; choose from {','.join(ALL_EXTRACTORS)}")
-    unknown = [n for n in names if n not in ALL_EXTRACTORS]
-    if unknown:
-        raise ConfigError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(ALL_EXTRACTORS)}")
-    if "validate" in names and "qa" not in names:
-        raise ConfigError("--extract validate needs qa too: it validates the question/answer pairs")
-    chosen = [
-        categories_extractor(categories) if n == "categories" else _FIXED[n]
-        for n in ALL_EXTRACTORS
-        if n in names and n != "validate"
-    ]
-    return chosen, "validate" in names
+    return select_extractors(settings.extractors, ExtractOptions(categories=settings.categories))
 
 
 def check_settings(settings: IngestSettings) -> None:
@@ -219,10 +202,9 @@ def check_settings(settings: IngestSettings) -> None:
         ConfigError: no or unknown extractors, or a context window too small for a chunk, its instructions,
             what a retry repeats of an invalid reply, and the longest reply the chosen schemas admit.
     """
-    extractors, validate = select_extractors(settings.extractors, settings.categories)
-    schemas = [e.schema for e in extractors] + ([VALIDATE.schema] if validate else [])
-    reply = max(max_tokens_for(schema) for schema in schemas)
-    task = max((e.instructions("") for e in extractors), key=len)
+    extractors = run_extractors(settings)
+    reply = max(max_tokens_for(e.schema) for e in extractors)
+    task = max((e.instructions("") for e in extractors if e.follow is None), key=len, default="")
     instructions = approx_tokens(SYSTEM + task + "x" * (RETRY_ECHO_CHARS + RETRY_ERROR_CHARS)) + _PROMPT_SLACK
     chunk = settings.chunk_tokens if settings.chunk_tokens is not None else CHUNK_TOKENS
     need = chunk + instructions + reply
@@ -257,9 +239,7 @@ def check_models(settings: IngestSettings) -> None:
             tokenizer.close()
 
 
-def sequence_context(
-    extractors: Sequence[Extractor], validate: bool, chunk_tokens: int, count_tokens: Callable[[str], int]
-) -> int:
+def sequence_context(extractors: Sequence[Extractor], chunk_tokens: int, count_tokens: Callable[[str], int]) -> int:
     """The most context one request of this run can need, counted with the model's tokenizer.
 
     A chunk request: the chunk, the system prompt and the longest instructions, what a retry repeats of an
@@ -267,9 +247,8 @@ def sequence_context(
     request: a reduce group of chunk summaries and the summary's reply. Each sequence of the batched
     decoder gets this much, not the whole --n-ctx: KV cache memory grows with it.
     """
-    schemas = [e.schema for e in extractors] + ([VALIDATE.schema] if validate else [])
-    reply = max(max_tokens_for(schema) for schema in schemas)
-    task = max((e.instructions("") for e in extractors), key=len)
+    reply = max(max_tokens_for(e.schema) for e in extractors)
+    task = max((e.instructions("") for e in extractors if e.follow is None), key=len, default="")
     retry = "x" * (RETRY_ECHO_CHARS + RETRY_ERROR_CHARS)
     chunk = chunk_tokens + count_tokens(SYSTEM + task + retry) + _PROMPT_SLACK + reply
     if not any(e.name == SUMMARY.name for e in extractors):
@@ -279,17 +258,20 @@ def sequence_context(
     return max(chunk, reduce)
 
 
-def model_order(settings: IngestSettings, extractors: Sequence[Extractor], validate: bool) -> list[str]:
-    """The run's distinct models in the order their work runs: by first use, validation after QA.
+def model_order(settings: IngestSettings, extractors: Sequence[Extractor]) -> list[str]:
+    """The run's distinct models in the order their work runs: by first use, but after what they need.
 
-    The QA pairs must exist before another model can validate them; every other extractor reads only its chunk.
+    An extractor that works on others' results (validation on the QA pairs) can only run once those exist:
+    its model moves after theirs. Every other extractor reads only its chunk.
     """
-    names = [e.name for e in extractors] + (["validate"] if validate else [])
+    names = [e.name for e in extractors]
     order = list(dict.fromkeys(settings.model_for(name) for name in names))
-    judge, asker = settings.model_for("validate"), settings.model_for("qa")
-    if validate and judge != asker and order.index(judge) < order.index(asker):
-        order.remove(judge)
-        order.append(judge)
+    for name in names:
+        mine = settings.model_for(name)
+        needed = [settings.model_for(need) for need in REGISTRY[name].needs if need in names]
+        if any(order.index(other) > order.index(mine) for other in needed if other != mine):
+            order.remove(mine)
+            order.append(mine)
     return order
 
 
@@ -315,17 +297,16 @@ def ingest(
     """
     check_settings(settings)
     check_models(settings)
-    extractors, validate = select_extractors(settings.extractors, settings.categories)
+    extractors = run_extractors(settings)
     paths = find_pdfs(inputs)
     graph.apply_schema()
     started = time.perf_counter()
     report = report if report is not None else IngestReport()
     run = _Run(
         settings,
-        GraphWriter(graph),
+        GraphWriter(graph, row_builders(e.name for e in extractors)),
         ModelPool(settings, lambda message: on_event(Event(kind="notice", message=message))),
         extractors,
-        validate,
         SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite"),
         on_event,
         should_stop,
@@ -359,18 +340,18 @@ class _Run:
         writer: GraphWriter,
         pool: ModelPool,
         extractors: list[Extractor],
-        validate: bool,
         cache: SqliteCache,
         on_event: EventSink,
         should_stop: Callable[[], bool],
     ) -> None:
         self.settings, self.writer, self.pool = settings, writer, pool
-        self.extractors, self.validate, self.cache, self.on_event = extractors, validate, cache, on_event
+        self.extractors, self.cache, self.on_event = extractors, cache, on_event
         self.should_stop = should_stop
         self.owner = this_process()
-        self.order = model_order(settings, extractors, validate)
+        self.order = model_order(settings, extractors)
+        self.document_steps = {step for e in extractors if (step := REGISTRY[e.name].document)}
         chunk_tokens = settings.chunk_tokens if settings.chunk_tokens is not None else CHUNK_TOKENS
-        pool.sequence_context = lambda: sequence_context(extractors, validate, chunk_tokens, self.count_tokens)
+        pool.sequence_context = lambda: sequence_context(extractors, chunk_tokens, self.count_tokens)
         # One backend per model, shared by its extractors: the extractor groups a round's jobs by backend.
         refs = dict.fromkeys([settings.model, *settings.extractor_models.values()])
         self.backends: dict[str, Backend] = {ref: PooledBackend(pool, ref) for ref in refs}
@@ -379,8 +360,7 @@ class _Run:
             extractors,
             retries=settings.retries,
             cache=cache,
-            validate=validate,
-            backends={name: self.backends[settings.model_for(name)] for name in EXTRACTOR_NAMES},
+            backends={e.name: self.backends[settings.model_for(e.name)] for e in extractors},
         )
         self.warmed: dict[str, tuple[int, int]] = {}  # doc id -> LLM calls and prompt tokens of warm-up passes
         self.pages_shown = 0.0  # how far the progress display's pages bar is, in the current document
@@ -430,8 +410,7 @@ class _Run:
         A document is done for this run only if its recorded coverage includes all of it: a later run that
         asks for more extractors (or another model, or a new extractor version) does the missing work.
         """
-        chosen = [*self.extractors, *([VALIDATE] if self.validate else [])]
-        return sorted(f"{e.name}@{e.version}@{self.runner.backend_for(e).model_id}" for e in chosen)
+        return sorted(f"{e.name}@{e.version}@{self.runner.backend_for(e).model_id}" for e in self.extractors)
 
     def _settled(self, status: str | None, coverage: Sequence[str]) -> bool:
         """Whether a document in this state is left alone: done with all this run asks for, or failed with
@@ -556,7 +535,7 @@ class _Run:
         report.failures.extend(extraction.failures)
         report.llm_calls += extraction.llm_calls
         report.prompt_tokens += extraction.prompt_tokens
-        validations = extraction.results.get("validation")
+        validations = extraction.results.get(VALIDATE.name)
         if isinstance(validations, Validations):
             report.qa_pairs += len(validations.items)
             report.qa_valid += sum(v is not None and v.verdict == "valid" for v in validations.items)
@@ -566,10 +545,9 @@ class _Run:
 
     def _document_results(self, meta: DocumentMeta, runner: BatchExtractor, report: DocumentReport) -> None:
         """The document's categories (chunk votes) and summary (map-reduce over the chunk summaries)."""
-        names = {e.name for e in self.extractors}
-        if "categories" in names:
+        if "vote" in self.document_steps:
             self.writer.write_document_categories(meta.id)
-        if "summary" not in names:
+        if "reduce" not in self.document_steps:
             return
         summaries = list(self.writer.chunk_summaries(meta.id).values())
         if not summaries:
@@ -628,7 +606,7 @@ class _Run:
         if self.settings.keep_models_loaded:
             return True
         for n, ref in enumerate(self.order[:-1], start=1):
-            mine = [name for name in EXTRACTOR_NAMES if self.settings.model_for(name) == ref]
+            mine = [e.name for e in self.extractors if self.settings.model_for(e.name) == ref]
             message = f"pass {n}/{len(self.order)}: {Path(ref).stem} runs {', '.join(mine)} over every document"
             self.on_event(Event(kind="notice", message=message))
             stopped = any(not self._warm_document(path, self.backends[ref]) for path in paths)
@@ -663,7 +641,7 @@ class _Run:
                     return False
         if batch:
             summaries |= self._warm_batch(batch, meta, backend)
-        if "summary" in {e.name for e in self.extractors} and self.runner.backend_for(SUMMARY) is backend:
+        if "reduce" in self.document_steps and self.runner.backend_for(SUMMARY) is backend:
             ordered = [summaries[i] for i in sorted(summaries)]
             with self._working([], meta):
                 self.runner.summarise_document(ordered, meta.title or "", approx_tokens)
@@ -682,7 +660,7 @@ class _Run:
         return {o.chunk.index: r.summary for o in outs if isinstance(r := o.results.get("summary"), Summary)}
 
 
-_LATER_PASSES = ("validation", "document summary")
+_LATER_PASSES = (VALIDATE.shown_as, "document summary")
 
 
 def _no_text_reason(meta: DocumentMeta, report: DocumentReport) -> str:

@@ -18,10 +18,9 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
-from kg_etl.extract.run import Validations
 from kg_etl.extract.summary import Summary
 from kg_etl.extract.taxonomy import Taxonomy, TopicNode, TopicPath
-from kg_etl.extract.validate import Validation
+from kg_etl.extract.validate import Validation, Validations
 from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.models import Chunk, DocumentMeta, content_id
 
@@ -113,7 +112,7 @@ def extraction(
     if qa:
         results["qa"] = QAPairs(pairs=[QAPair(question=q, answer=a, evidence=e) for q, a, e in qa])
         if verdicts is not None:
-            results["validation"] = Validations(items=list(verdicts))
+            results["validate"] = Validations(items=list(verdicts))
     failed = [ExtractionFailure(extractor=name, error=error, raw=raw, attempts=3) for name, error, raw in failures]
     return ChunkExtraction(chunk=chunk, results=results, failures=failed)
 

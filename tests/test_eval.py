@@ -25,9 +25,8 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
-from kg_etl.extract.run import Validations
 from kg_etl.extract.taxonomy import Taxonomy, TopicNode, TopicPath
-from kg_etl.extract.validate import Judgement, content_words, judge, words
+from kg_etl.extract.validate import Judgement, Validations, content_words, judge, words
 
 # -- the triple scorer ---------------------------------------------------------------------------------------
 
@@ -201,7 +200,7 @@ def _perfect(doc: GoldDocument) -> ChunkExtraction:
             ),
             "keywords": Keywords(keywords=[Keyword(term=k, relevance=0.5) for k in doc.keywords[:8]]),
             "qa": pairs,
-            "validation": Validations(
+            "validate": Validations(
                 items=[judge(p, j, doc.text) for p, j in zip(pairs.pairs, judgements, strict=True)]
             ),
         },
@@ -237,7 +236,7 @@ def test_extractions_that_repeat_and_invent_score_low(gold: list[GoldDocument]) 
     out.results["keywords"] = Keywords(keywords=[Keyword(term="cheese", relevance=1.0)])
     same = QAPair(question=doc.questions[0].question, answer="x", evidence="not in the text at all, no")
     out.results["qa"] = QAPairs(pairs=[same, same])
-    out.results["validation"] = Validations(items=[None, None])
+    out.results["validate"] = Validations(items=[None, None])
     scores = score_gold([doc], [out], [False], [None] * (len(doc.questions) + len(doc.unanswerable)), {})
     assert scores.facts_supported_lexical == scores.facts_supported_judge == 0.0
     assert scores.keyword_precision == 0.0 and scores.qa_evidence_verbatim == 0.0

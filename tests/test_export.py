@@ -38,10 +38,9 @@ from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.facts import Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
 from kg_etl.extract.qa import QA, QAPair, QAPairs
-from kg_etl.extract.run import Validations
 from kg_etl.extract.summary import Summary
 from kg_etl.extract.taxonomy import Taxonomy, TopicNode, TopicPath
-from kg_etl.extract.validate import VALIDATE, Validation
+from kg_etl.extract.validate import VALIDATE, Validation, Validations
 from kg_etl.graph.connection import Graph, GraphSettings
 from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.models import Chunk, DocumentMeta, content_id
@@ -134,7 +133,7 @@ def _qa_results(pairs: list[tuple[str, str, float | None]]) -> dict[str, BaseMod
         ]
     )
     checks = [None if score is None else _validation(verdict, score) for _, verdict, score in pairs]
-    return {"qa": qa, "validation": Validations(items=checks)}
+    return {"qa": qa, "validate": Validations(items=checks)}
 
 
 def _write_document(writer: GraphWriter, meta: DocumentMeta, extractions: list[ChunkExtraction]) -> None:

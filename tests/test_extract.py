@@ -34,9 +34,17 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
 from kg_etl.extract.keywords import KEYWORDS, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
-from kg_etl.extract.run import BatchExtractor, DocumentSummary, Validations
+from kg_etl.extract.run import BatchExtractor, DocumentSummary
 from kg_etl.extract.summary import Summary
-from kg_etl.extract.validate import EVIDENCE_THRESHOLD, Judgement, evidence_score, judge, token_f1, validation_task
+from kg_etl.extract.validate import (
+    EVIDENCE_THRESHOLD,
+    Judgement,
+    Validations,
+    evidence_score,
+    judge,
+    token_f1,
+    validation_task,
+)
 from kg_etl.llm import runtime
 from kg_etl.llm.backend import LangChainBackend, LlamaBackend
 from kg_etl.llm.grammar import llama_grammar, parse_reply
@@ -51,7 +59,8 @@ from kg_etl.llm.runtime import (
     vram_used_mb,
 )
 from kg_etl.models import Chunk, content_id
-from kg_etl.pipeline import ALL_EXTRACTORS, select_extractors
+from kg_etl.pipeline import ALL_EXTRACTORS
+from kg_etl.registry import ExtractOptions, select_extractors
 
 LABELS = ("Hydrology", "Space flight", "Contract law")  # a custom label set, not the defaults
 SOURCE = "report.pdf"
@@ -82,8 +91,14 @@ def make_chunk(index: int, text: str | None = None) -> Chunk:
     )
 
 
-def all_extractors() -> tuple[list[Extractor], bool]:
-    return select_extractors(ALL_EXTRACTORS, LABELS)
+def all_extractors() -> list[Extractor]:
+    """Every extractor, the validation pass last."""
+    return select_extractors(ALL_EXTRACTORS, ExtractOptions(categories=LABELS))
+
+
+def chunk_extractors() -> list[Extractor]:
+    """Every extractor that reads its chunk alone: all but the validation pass."""
+    return [e for e in all_extractors() if e.follow is None]
 
 
 def assert_fits(result: BaseModel, schema: type[BaseModel]) -> None:
@@ -135,12 +150,10 @@ TOO_MANY = Reply(text=json.dumps({"keywords": [{"term": f"term {i}", "relevance"
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_path: Path) -> tuple[list[Extractor], list[Any]]:
     """Every extractor and the QA validation over two chunks, on the tiny model."""
-    extractors, validate = all_extractors()
+    extractors = all_extractors()
     with LocalModel(tiny_model_path, n_ctx=8192, n_threads=1, sampling=Sampling.deterministic()) as model:
-        outs = BatchExtractor(LlamaBackend(model), extractors, validate=validate).run(
-            [make_chunk(0), make_chunk(1)], SOURCE
-        )
-    return extractors, outs
+        outs = BatchExtractor(LlamaBackend(model), extractors).run([make_chunk(0), make_chunk(1)], SOURCE)
+    return [e for e in extractors if e.follow is None], outs
 
 
 @pytest.mark.parametrize("name", ["facts", "taxonomy", "categories", "keywords", "summary", "qa"])
@@ -157,7 +170,7 @@ def test_each_extractor_gives_schema_valid_bounded_output(name: str, tiny_run: t
 def test_validation_gives_a_verdict_per_qa_pair_on_the_tiny_model(tiny_run: tuple[list[Extractor], Any]) -> None:
     extractors, outs = tiny_run
     for out in outs:
-        pairs, validations = out.results["qa"], out.results["validation"]
+        pairs, validations = out.results["qa"], out.results["validate"]
         assert isinstance(validations, Validations)
         assert len(validations.items) == len(pairs.pairs)
         for v in validations.items:
@@ -234,7 +247,7 @@ def test_closed_model_refuses_to_generate(tiny_model_path: Path) -> None:
 @pytest.fixture(scope="module")
 def reuse_runs(tiny_model_path: Path) -> dict[str, Any]:
     """One chunk's six extractor requests, with prefix-state reuse and as full prompts from scratch."""
-    extractors, _ = all_extractors()
+    extractors = chunk_extractors()
     with LocalModel(tiny_model_path, n_ctx=8192, n_threads=1, sampling=Sampling.deterministic()) as model:
         backend = LlamaBackend(model)
         # Replies capped at 96 tokens: long enough to diverge if the restored state differed, and quick.
@@ -430,18 +443,14 @@ class Script:
         return {"answerable": True, "answer": answer}
 
 
-def scripted_run(
-    chat: ScriptedChat, extractors: Sequence[Extractor], validate: bool, chunks: Sequence[Chunk], **kw: Any
-) -> list[Any]:
-    return BatchExtractor(LangChainBackend(chat, model_id="scripted"), extractors, validate=validate, **kw).run(
-        chunks, SOURCE
-    )
+def scripted_run(chat: ScriptedChat, extractors: Sequence[Extractor], chunks: Sequence[Chunk], **kw: Any) -> list[Any]:
+    return BatchExtractor(LangChainBackend(chat, model_id="scripted"), extractors, **kw).run(chunks, SOURCE)
 
 
 def test_scripted_results_per_extractor_per_chunk() -> None:
-    extractors, validate = all_extractors()
+    extractors = chunk_extractors()
     chat = ScriptedChat(respond=Script(extractors))
-    outs = scripted_run(chat, extractors, validate, [make_chunk(i) for i in range(3)])
+    outs = scripted_run(chat, all_extractors(), [make_chunk(i) for i in range(3)])
 
     assert len(chat.calls) == 3 * (len(extractors) + 3)
     for i, out in enumerate(outs):
@@ -449,7 +458,7 @@ def test_scripted_results_per_extractor_per_chunk() -> None:
         assert out.llm_calls == len(extractors) + 3
         for e in extractors:
             assert out.results[e.name].model_dump(mode="json") == Script.reply(e.name, i)
-        verdicts = [(v.verdict, v.judgement, v.evidence_found) for v in out.results["validation"].items]
+        verdicts = [(v.verdict, v.judgement, v.evidence_found) for v in out.results["validate"].items]
         assert verdicts == [
             ("valid", "agrees", True),
             ("invalid", "agrees", False),  # the judge agrees, but the quote is not in the chunk
@@ -462,7 +471,7 @@ def test_scripted_results_per_extractor_per_chunk() -> None:
 def test_parsing_error_is_retried_with_its_text_then_accepted() -> None:
     good = json.dumps({"keywords": [{"term": "nitrate", "relevance": 0.8}]})
     chat = ScriptedChat(respond=queue("not json at all", good))
-    [out] = scripted_run(chat, [KEYWORDS], False, [make_chunk(0)])
+    [out] = scripted_run(chat, [KEYWORDS], [make_chunk(0)])
 
     assert out.results["keywords"] == Keywords.model_validate_json(good)
     assert out.failures == []
@@ -482,7 +491,7 @@ def test_parsing_error_is_retried_with_its_text_then_accepted() -> None:
 )
 def test_a_reply_that_repeats_the_prompt_is_asked_again_then_failed(copied: dict[str, Any]) -> None:
     chat = ScriptedChat(respond=lambda _: json.dumps(copied))
-    [out] = scripted_run(chat, [KEYWORDS], False, [make_chunk(0)], retries=1)
+    [out] = scripted_run(chat, [KEYWORDS], [make_chunk(0)], retries=1)
     [failure] = out.failures
     assert "repeats the prompt" in failure.error and failure.attempts == 2 and "keywords" not in out.results
     assert "repeats the prompt" in str(chat.calls[1][-1].content), "the retry says what was wrong"
@@ -491,7 +500,7 @@ def test_a_reply_that_repeats_the_prompt_is_asked_again_then_failed(copied: dict
 def test_a_real_answer_is_not_taken_for_an_echo() -> None:
     real = {"keywords": [{"term": "nitrate", "relevance": 0.9}, {"term": "groundwater", "relevance": 0.5}]}
     chat = ScriptedChat(respond=lambda _: json.dumps(real))
-    [out] = scripted_run(chat, [KEYWORDS], False, [make_chunk(0)])
+    [out] = scripted_run(chat, [KEYWORDS], [make_chunk(0)])
     assert out.failures == [] and len(chat.calls) == 1
 
 
@@ -510,15 +519,14 @@ def test_the_model_sees_the_title_but_never_the_file_name() -> None:
 
 
 def test_no_prompt_shows_an_example_value_a_model_could_copy() -> None:
-    extractors, _ = all_extractors()
-    for extractor in extractors:
+    for extractor in all_extractors():
         text = extractor.instructions("")
         assert '"..."' not in text and "Computing" not in text and '"person"' not in text, extractor.name
 
 
 def test_reply_that_never_parses_is_a_failure_with_the_raw_reply() -> None:
     chat = ScriptedChat(respond=lambda _: '{"keywords": []}')  # valid JSON, below min_length
-    [out] = scripted_run(chat, [KEYWORDS, FACTS], False, [make_chunk(0)], retries=1)
+    [out] = scripted_run(chat, [KEYWORDS, FACTS], [make_chunk(0)], retries=1)
 
     [failure] = [f for f in out.failures if f.extractor == "keywords"]
     assert failure.raw == '{"keywords": []}'
@@ -527,41 +535,39 @@ def test_reply_that_never_parses_is_a_failure_with_the_raw_reply() -> None:
 
 
 def test_second_run_is_answered_from_the_cache(tmp_path: Path) -> None:
-    extractors, validate = all_extractors()
+    extractors, every = chunk_extractors(), all_extractors()
     cache = SqliteCache(tmp_path / "cache.sqlite")
     chunks = [make_chunk(i) for i in range(3)]
-    first = scripted_run(ScriptedChat(respond=Script(extractors)), extractors, validate, chunks, cache=cache)
+    first = scripted_run(ScriptedChat(respond=Script(extractors)), every, chunks, cache=cache)
     assert len(cache) == 3 * (len(extractors) + 3)
 
-    again = scripted_run(ScriptedChat(respond=forbidden), extractors, validate, chunks, cache=cache)
+    again = scripted_run(ScriptedChat(respond=forbidden), every, chunks, cache=cache)
     assert [o.results for o in again] == [o.results for o in first]
     assert all(o.llm_calls == 0 for o in again)
 
     # An edited chunk is a new key: only it goes to the model.
     text = TEXTS[2].replace("higher court", "supreme court")
     chat = ScriptedChat(respond=Script(extractors))
-    scripted_run(chat, extractors, validate, [*chunks[:2], make_chunk(2, text)], cache=cache)
+    scripted_run(chat, every, [*chunks[:2], make_chunk(2, text)], cache=cache)
     assert len(chat.calls) == len(extractors) + 3
     assert all(text in str(call[1].content) for call in chat.calls)
     cache.close()
 
 
 def test_extractor_selection_runs_only_the_chosen() -> None:
-    extractors, validate = select_extractors(["qa", "facts", "validate"], LABELS)
-    assert [e.name for e in extractors] == ["facts", "qa"]  # the canonical order, not the given one
-    assert validate
+    extractors = select_extractors(["qa", "facts", "validate"])
+    assert [e.name for e in extractors] == ["facts", "qa", "validate"]  # the registry's order, not the given one
     chat = ScriptedChat(respond=Script(extractors))
-    [out] = scripted_run(chat, extractors, validate, [make_chunk(1)])
-    assert set(out.results) == {"facts", "qa", "validation"}
+    [out] = scripted_run(chat, extractors, [make_chunk(1)])
+    assert set(out.results) == {"facts", "qa", "validate"}
     assert len(chat.calls) == 2 + 3
 
-    without, validate = select_extractors(["keywords", "categories"], LABELS)
+    without = select_extractors(["keywords", "categories"], ExtractOptions(categories=LABELS))
     assert [e.name for e in without] == ["categories", "keywords"]
-    assert not validate
     with pytest.raises(ConfigError, match="needs qa"):
-        select_extractors(["validate"], LABELS)
+        select_extractors(["validate"])
     with pytest.raises(ConfigError, match="bogus"):
-        select_extractors(["facts", "bogus"], LABELS)
+        select_extractors(["facts", "bogus"])
 
 
 def merged(*parts: str) -> str:
@@ -771,10 +777,10 @@ def test_structured_output_is_a_valid_instance(chat: ChatLocalLFM2) -> None:
 
 
 def test_langchain_backend_over_the_local_model_runs_every_extractor(chat: ChatLocalLFM2) -> None:
-    extractors, validate = all_extractors()
-    [out] = BatchExtractor(LangChainBackend(chat), extractors, validate=validate).run([make_chunk(2)], SOURCE)
+    extractors = all_extractors()
+    [out] = BatchExtractor(LangChainBackend(chat), extractors).run([make_chunk(2)], SOURCE)
     assert out.failures == []
-    for e in extractors:
+    for e in extractors[:-1]:  # all but the validation pass
         assert_fits(out.results[e.name], e.schema)
-    assert len(out.results["validation"].items) == len(out.results["qa"].pairs)
+    assert len(out.results["validate"].items) == len(out.results["qa"].pairs)
     assert isinstance(out.results["qa"], QAPairs)

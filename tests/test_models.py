@@ -22,23 +22,32 @@ from kg_etl.cli import cli
 from kg_etl.config import IngestSettings
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.qa import QAPairs
-from kg_etl.extract.run import BatchExtractor, Validations
+from kg_etl.extract.run import BatchExtractor
+from kg_etl.extract.validate import Validations
 from kg_etl.llm import pool as pool_module
 from kg_etl.llm.backend import LangChainBackend
 from kg_etl.llm.protocol import WorkerSpec
 from kg_etl.llm.runtime import model_file_id
 from kg_etl.llm.worker import ModelWorker
-from kg_etl.pipeline import Event, model_order, select_extractors
+from kg_etl.pipeline import Event, model_order, run_extractors
 from kg_etl.samples import make_pdf
-from tests.test_extract import SOURCE, Script, ScriptedChat, all_extractors, forbidden, make_chunk, queue
+from tests.test_extract import (
+    SOURCE,
+    Script,
+    ScriptedChat,
+    all_extractors,
+    chunk_extractors,
+    forbidden,
+    make_chunk,
+    queue,
+)
 
 # -- the order of the work ---------------------------------------------------------------------------------
 
 
 def _order(**models: str) -> list[str]:
     settings = IngestSettings(model="main", extractor_models=models)
-    extractors, validate = select_extractors(settings.extractors, settings.categories)
-    return model_order(settings, extractors, validate)
+    return model_order(settings, run_extractors(settings))
 
 
 def test_one_model_unless_an_extractor_names_another() -> None:
@@ -62,19 +71,17 @@ def test_unknown_extractor_in_the_model_map_is_refused() -> None:
 
 
 def _two_backends(main: ScriptedChat, judge: ScriptedChat, tmp_path: Path) -> BatchExtractor:
-    extractors, validate = all_extractors()
     first, second = LangChainBackend(main, model_id="main"), LangChainBackend(judge, model_id="judge")
     return BatchExtractor(
         first,
-        extractors,
-        validate=validate,
+        all_extractors(),
         cache=SqliteCache(tmp_path / "cache.sqlite"),
         backends={"validate": second},
     )
 
 
 def test_each_backend_does_its_share_and_the_full_run_reads_the_cache(tmp_path: Path) -> None:
-    extractors, _ = all_extractors()
+    extractors = chunk_extractors()
     main, judge = ScriptedChat(respond=Script(extractors)), ScriptedChat(respond=Script(extractors))
     runner = _two_backends(main, judge, tmp_path)
     chunks = [make_chunk(i) for i in range(3)]
@@ -87,17 +94,15 @@ def test_each_backend_does_its_share_and_the_full_run_reads_the_cache(tmp_path: 
     main.respond = judge.respond = forbidden  # the writing pass finds everything in the cache
     outs = runner.run(chunks, SOURCE)
     for out in outs:
-        assert isinstance(out.results["qa"], QAPairs) and isinstance(out.results["validation"], Validations)
-        assert all(v is not None for v in out.results["validation"].items)
-        assert out.models["qa"] == "main" and out.models["validation"] == "judge" and not out.failures
+        assert isinstance(out.results["qa"], QAPairs) and isinstance(out.results["validate"], Validations)
+        assert all(v is not None for v in out.results["validate"].items)
+        assert out.models["qa"] == "main" and out.models["validate"] == "judge" and not out.failures
 
 
 def test_a_failure_in_one_models_pass_is_not_asked_again_in_the_run(tmp_path: Path) -> None:
-    extractors, _ = all_extractors()
     main = ScriptedChat(respond=queue(*["not json"] * 3))  # the first chunk's facts, through both retries
     runner = _two_backends(main, ScriptedChat(respond=forbidden), tmp_path)
-    runner.extractors = [e for e in extractors if e.name == "facts"]
-    runner.validate = False
+    runner.extractors = [e for e in all_extractors() if e.name == "facts"]
     first = runner.run([make_chunk(0)], SOURCE, only=runner.backend)
     assert [f.extractor for f in first[0].failures] == ["facts"] and len(main.calls) == 3
 

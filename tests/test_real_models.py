@@ -23,8 +23,8 @@ from kg_etl.config import IngestSettings
 from kg_etl.eval.gold import default_gold_dir, load_gold
 from kg_etl.eval.session import EvalItem, EvalModel
 from kg_etl.extract.qa import QAPairs
-from kg_etl.extract.run import Validations
-from kg_etl.pipeline import select_extractors
+from kg_etl.extract.validate import Validations
+from kg_etl.registry import select_extractors
 from kg_etl.samples import make_pdf
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
@@ -89,7 +89,7 @@ def test_gemma_runs_every_extractor_and_the_validation_pass(gemma_path: Path) ->
     """A base model without a chat template: every extractor on the batched decoder, and the sequential one."""
     items = [EvalItem(id="17-suez-canal", text=_gold_text("17-suez-canal"))]
     for parallel, names in ((2, CHUNK_EXTRACTORS), (1, ("facts", "qa"))):
-        extractors, _ = select_extractors([*names, "validate"], IngestSettings().categories)
+        extractors = select_extractors([*names, "validate"])
         settings = IngestSettings(
             model=str(gemma_path),
             deterministic=True,
@@ -98,12 +98,12 @@ def test_gemma_runs_every_extractor_and_the_validation_pass(gemma_path: Path) ->
             extractors=(*names, "validate"),
         )
         with EvalModel(settings) as model:
-            [out] = model.extract(items, extractors, validate=True)
+            [out] = model.extract(items, extractors)
         failed = {failure.extractor for failure in out.failures}
         for name in names:
             assert name in out.results or name in failed, (parallel, name)
         pairs = out.results.get("qa")
         if isinstance(pairs, QAPairs):
-            validations = out.results["validation"]
+            validations = out.results["validate"]
             assert isinstance(validations, Validations) and len(validations.items) == len(pairs.pairs)
         assert {key for counts in model.outcomes.values() for key in counts} <= {"first_try", "after_retries", "failed"}

@@ -133,7 +133,7 @@ def load_chunks(n: int, path: Path | None) -> list[Source]:
 
 
 def extractors() -> list[Extractor]:
-    """The pipeline's chunk extractors in its order (``pipeline.select_extractors`` without the graph imports)."""
+    """The chunk extractors in the registry's order (``registry.select_extractors`` without the graph imports)."""
     return [FACTS, TAXONOMY, categories_extractor(DEFAULT_CATEGORIES), KEYWORDS, SUMMARY, QA]
 
 

@@ -42,10 +42,9 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import EntityType, Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
-from kg_etl.extract.run import Validations
 from kg_etl.extract.summary import Summary
 from kg_etl.extract.taxonomy import Taxonomy, TopicNode, TopicPath
-from kg_etl.extract.validate import Validation
+from kg_etl.extract.validate import Validation, Validations
 from kg_etl.graph import statements as st
 from kg_etl.graph.connection import Graph, GraphSettings
 from kg_etl.graph.resolve import entity_id, name_key
@@ -215,7 +214,7 @@ def synthetic_corpus(n_chunks: int = 200, seed: int = 7) -> list[tuple[DocumentM
                 "categories": categories(labels=rng.sample(DEFAULT_CATEGORIES, 3)),
                 "summary": Summary(summary=f"A summary of chunk {i} of document {d}."),
                 "qa": QAPairs(pairs=pairs),
-                "validation": Validations(items=list(verdicts)),
+                "validate": Validations(items=list(verdicts)),
             }
             extractions.append(ChunkExtraction(chunk=chunk, results=results))
         docs.append((meta, extractions))

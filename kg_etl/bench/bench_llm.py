@@ -42,15 +42,14 @@ from typing import Any
 
 from kg_etl.bench import CORPUS
 from kg_etl.chunk import chunk_pages
-from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.extract.base import Extractor, Job
 from kg_etl.llm.backend import LlamaBackend
 from kg_etl.llm.grammar import llama_grammar
 from kg_etl.llm.prompt import chunk_messages
 from kg_etl.llm.runtime import Completion, GenRequest, LocalModel, Sampling, peak_rss_mb
 from kg_etl.models import Chunk, content_id
-from kg_etl.pipeline import select_extractors
 from kg_etl.read import open_pdf
+from kg_etl.registry import select_extractors
 from kg_etl.testing import write_tiny_model
 
 __all__ = ["corpus_chunks", "main", "run"]
@@ -100,7 +99,7 @@ def run(
         with LocalModel(
             path, n_ctx=4096, n_gpu_layers=0, n_threads=threads, sampling=Sampling.deterministic()
         ) as model:
-            extractors, _ = select_extractors(EXTRACTORS, DEFAULT_CATEGORIES)
+            extractors = select_extractors(EXTRACTORS)
             calls = [_calls(model, chunk, extractors, max_tokens) for chunk in chunks]
             model.generate([calls[0][0].request])  # warm-up: first-call allocations, grammar parsing
             figures = _compare(model, calls, repeats)

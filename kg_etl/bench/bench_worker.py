@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from kg_etl.bench import bench_llm
-from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.defaults import N_CTX
 from kg_etl.extract.base import Job
 from kg_etl.llm.backend import chat_request
@@ -38,7 +37,7 @@ from kg_etl.llm.prompt import chunk_messages
 from kg_etl.llm.protocol import ChatRequest, WorkerSpec, gen_request
 from kg_etl.llm.runtime import Completion, LocalModel, Sampling, current_rss_mb, gpu_memory_used_mb
 from kg_etl.llm.worker import ModelWorker
-from kg_etl.pipeline import select_extractors
+from kg_etl.registry import select_extractors
 from kg_etl.testing import write_tiny_model
 
 __all__ = ["ipc", "main", "parallel_memory", "placement", "switch", "threads"]
@@ -47,7 +46,7 @@ _PROMPT = " ".join(["The river authority met in May and approved the flood budge
 
 
 def _requests(n_chunks: int, max_tokens: int) -> list[ChatRequest]:
-    extractors, _ = select_extractors(bench_llm.EXTRACTORS, DEFAULT_CATEGORIES)
+    extractors = select_extractors(bench_llm.EXTRACTORS)
     return [
         ChatRequest(r.messages, r.grammar, max_tokens)
         for chunk in bench_llm.corpus_chunks(n_chunks)

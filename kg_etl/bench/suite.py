@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from kg_etl.bench import CORPUS, bench_graph, bench_llm, bench_read, bench_worker
-from kg_etl.config import DEFAULT_CATEGORIES
 from kg_etl.llm.parallel import ParallelDecoder
 from kg_etl.llm.runtime import LocalModel, Sampling
-from kg_etl.pipeline import select_extractors
+from kg_etl.registry import select_extractors
 from kg_etl.testing import write_tiny_model
 
 __all__ = ["GOALS", "markdown", "run"]
@@ -82,7 +81,7 @@ def _llm(model_path: Path, quick: bool) -> dict[str, Any]:
     n_chunks, n_parallel = (2, 8) if quick else (4, 8)
     chunks = bench_llm.corpus_chunks(n_chunks)
     with LocalModel(model_path, n_ctx=8192, n_gpu_layers=-1, sampling=Sampling.deterministic()) as model:
-        extractors, _ = select_extractors(bench_llm.EXTRACTORS, DEFAULT_CATEGORIES)
+        extractors = select_extractors(bench_llm.EXTRACTORS)
         calls = [bench_llm._calls(model, chunk, extractors, 32) for chunk in chunks]
         requests = [c.request for per_chunk in calls for c in per_chunk]
         model.generate(requests[:1])  # warm-up

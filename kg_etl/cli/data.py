@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from kg_etl import defaults as d
 from kg_etl.cli.app import add_row, cli, graph_options, open_graph, out, say, table
 from kg_etl.errors import KgEtlError
 
@@ -18,7 +19,7 @@ __all__ = ["export", "query", "remove", "schema", "stats"]
 @click.argument("out_path", metavar="OUT.jsonl", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--kind",
-    type=click.Choice(["qa", "facts", "taxonomy", "keywords", "summaries"]),
+    type=click.Choice(d.EXPORT_KINDS),
     default="qa",
     show_default=True,
     help="What to export: QA pairs, atomic facts, topic paths, keywords, or chunk and document summaries.",

@@ -29,11 +29,19 @@ from kg_etl.eval.session import EvalItem, EvalModel, FailureSample, Outcomes, Ru
 from kg_etl.eval.triples import Scores, score_triples
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.facts import Fact, Facts
-from kg_etl.extract.qa import QAPair, QAPairs
-from kg_etl.extract.run import Validations
+from kg_etl.extract.qa import QA, QAPair, QAPairs
 from kg_etl.extract.taxonomy import Taxonomy
-from kg_etl.extract.validate import Judgement, Validation, answer_task, answers_agree, content_words, words
-from kg_etl.pipeline import select_extractors
+from kg_etl.extract.validate import (
+    VALIDATE,
+    Judgement,
+    Validation,
+    Validations,
+    answer_task,
+    answers_agree,
+    content_words,
+    words,
+)
+from kg_etl.registry import ExtractOptions, select_extractors
 
 __all__ = [
     "DUPLICATE_JACCARD",
@@ -168,6 +176,10 @@ def _fact_check_task(statement: str) -> str:
     )
 
 
+# Every extractor but the chunk summaries (the gold set has no gold summaries to score them against).
+_EXTRACTORS = ("facts", "taxonomy", "categories", "keywords", "qa", "validate")
+
+
 def run_gold(
     model: EvalModel,
     documents: Sequence[GoldDocument],
@@ -175,9 +187,9 @@ def run_gold(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> GoldReport:
     """Every extractor and the validation pass over the gold documents, the judge's checks, and the scores."""
-    extractors, _ = select_extractors(["facts", "taxonomy", "categories", "keywords", "qa", "validate"], categories)
+    extractors = select_extractors(_EXTRACTORS, ExtractOptions(categories=tuple(categories)))
     items = [EvalItem(id=doc.id, text=doc.text) for doc in documents]
-    outs = model.extract(items, extractors, validate=True, on_progress=on_progress)
+    outs = model.extract(items, extractors, on_progress=on_progress)
     statements = [(item, fact.statement) for item, out in zip(items, outs, strict=True) for fact in _facts(out)]
     verdicts = model.ask([(item, _fact_check_task(s)) for item, s in statements], _FactCheck)
     gold_questions = [(item, q) for item, doc in zip(items, documents, strict=True) for q in _all_questions(doc)]
@@ -327,7 +339,7 @@ def _squash(text: str) -> str:
 
 
 def _pairs(out: ChunkExtraction) -> list[tuple[QAPair, Validation | None]]:
-    pairs, validations = out.results.get("qa"), out.results.get("validation")
+    pairs, validations = out.results.get(QA.name), out.results.get(VALIDATE.name)
     if not isinstance(pairs, QAPairs):
         return []
     items = validations.items if isinstance(validations, Validations) else [None] * len(pairs.pairs)

@@ -24,7 +24,7 @@ from kg_etl.llm.grammar import parse_reply
 from kg_etl.llm.pool import ModelPool, PooledBackend
 from kg_etl.llm.prompt import chunk_messages
 from kg_etl.models import Chunk, content_id
-from kg_etl.pipeline import check_models, check_settings, select_extractors, sequence_context
+from kg_etl.pipeline import check_models, check_settings, run_extractors, sequence_context
 
 __all__ = ["EvalItem", "EvalModel", "FailureSample", "Outcomes", "RunFigures"]
 
@@ -118,9 +118,9 @@ class EvalModel:
         self.backend = PooledBackend(self.pool, settings.model)
         # The worker's context is sized once, when it starts, for every extractor the settings name: a later
         # call for another extractor must not find it too small.
-        planned, validate = select_extractors(settings.extractors, settings.categories)
+        planned = run_extractors(settings)
         chunk_tokens = settings.chunk_tokens or CHUNK_TOKENS
-        self.pool.sequence_context = lambda: sequence_context(planned, validate, chunk_tokens, self._count)
+        self.pool.sequence_context = lambda: sequence_context(planned, chunk_tokens, self._count)
         self.name = self.pool.path(settings.model).stem
         self.outcomes: dict[str, Counter[str]] = {}
         self.failures: list[ExtractionFailure] = []  # every failed extraction, with its error and raw reply
@@ -137,10 +137,9 @@ class EvalModel:
         items: Sequence[EvalItem],
         extractors: Sequence[Extractor],
         *,
-        validate: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> list[ChunkExtraction]:
-        """Every extractor over every text (one chunk each), then the validation pass if asked.
+        """Every extractor over every text (one chunk each); a follow-up extractor (validate) after the others.
 
         ``extractors`` should be among those the settings name (``settings.extractors``): the context is
         sized for those.
@@ -148,7 +147,7 @@ class EvalModel:
         Texts go to the model a few at a time, as an ingest's batches do, so ``on_progress(done, total)``
         moves and a long evaluation shows where it is.
         """
-        runner = BatchExtractor(self.backend, extractors, retries=self.settings.retries, validate=validate)
+        runner = BatchExtractor(self.backend, extractors, retries=self.settings.retries)
         outs: list[ChunkExtraction] = []
         step = max(1, self.settings.batch_size)
         for start in range(0, len(items), step):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kg_etl.models import Chunk
 
 __all__ = [
+    "Ask",
     "Backend",
     "ChunkExtraction",
     "ExtractionCache",
@@ -24,10 +25,29 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Ask:
+    """One question a follow-up extractor puts about a chunk's earlier results (e.g. one per QA pair).
+
+    ``key`` tells this question from the chunk's others in the cache; ``accept`` takes the valid reply.
+    """
+
+    instructions: str
+    key: tuple[str, ...]
+    accept: Callable[[BaseModel], None]
+
+
+# A follow-up extractor's questions about one chunk, given what the chunk's extractors found (an empty list
+# where there is nothing to ask); it may set up the result that ``accept`` fills in.
+Follow = Callable[["ChunkExtraction", str], list[Ask]]
+
+
+@dataclass(frozen=True)
 class Extractor:
     """One kind of extraction: a schema the reply must fit and the instructions that ask for it.
 
-    ``version`` is part of the cache key: change it whenever the task or schema changes meaning.
+    ``version`` is part of the cache key: change it whenever the task or schema changes meaning. An
+    extractor with ``follow`` runs after the others, on what they found: the QA validation pass asks one
+    question per QA pair. ``label`` is what the progress display calls its work.
     """
 
     name: str
@@ -37,10 +57,17 @@ class Extractor:
     # Instructions that differ by chunk (keyed by its text hash), where the same text for every chunk would
     # bias a small model, e.g. a label list whose first labels always win.
     task_for: Callable[[str], str] | None = None
+    follow: Follow | None = None
+    label: str = ""
 
     def instructions(self, text_hash: str) -> str:
         """The instructions for one chunk: the same for the same text, so the cache and prefix hold."""
         return self.task_for(text_hash) if self.task_for is not None else self.task
+
+    @property
+    def shown_as(self) -> str:
+        """The extractor's name in progress messages."""
+        return self.label or self.name
 
 
 @dataclass(frozen=True)

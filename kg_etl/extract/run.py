@@ -1,7 +1,9 @@
 """Running extractors over a batch of chunks: cache, jobs in rounds, validation, retries, failures.
 
 Jobs go to the backend a round at a time, grouped by chunk (so the llama.cpp backend evaluates each chunk's
-prefix once, and the parallel backend decodes the whole round together). A reply that does not validate is
+prefix once, and the parallel backend decodes the whole round together). Extractors that follow up on the
+others' results (``Extractor.follow``: the QA validation pass) run in a second settling, once those results
+are in. A reply that does not validate is
 asked for again, with the validation error, in the next round; when retries run out the failure is recorded
 on the chunk with the raw reply: never an empty result that looks like success.
 
@@ -22,23 +24,15 @@ from pydantic import BaseModel, Field, ValidationError
 from kg_etl.errors import ExtractionError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionCache, ExtractionFailure, Extractor, Job, Reply
 from kg_etl.extract.echo import echoed
-from kg_etl.extract.qa import QAPairs
 from kg_etl.extract.summary import SUMMARY, Summary, reduce_groups, reduce_messages
-from kg_etl.extract.validate import VALIDATE, Judgement, Validation, judge, validation_task
 from kg_etl.llm.grammar import parse_reply
 from kg_etl.llm.prompt import chunk_messages, retry_messages
 from kg_etl.models import Chunk, content_id
 
-__all__ = ["REDUCE_BUDGET", "BatchExtractor", "DocumentSummary", "OnProgress", "Validations"]
+__all__ = ["REDUCE_BUDGET", "BatchExtractor", "DocumentSummary", "OnProgress"]
 
 # Tokens of chunk summaries merged per reduce call: with instructions and reply, well inside a 4k context.
 REDUCE_BUDGET = 1500
-
-
-class Validations(BaseModel):
-    """The verdicts on a chunk's QA pairs, aligned with them (None where the judgement itself failed)."""
-
-    items: list[Validation | None]
 
 
 class DocumentSummary(BaseModel):
@@ -73,7 +67,6 @@ class BatchExtractor:
         *,
         retries: int = 2,
         cache: ExtractionCache | None = None,
-        validate: bool = False,
         backends: Mapping[str, Backend] | None = None,
     ) -> None:
         """``backend`` runs every extractor that ``backends`` (extractor name -> backend) does not name."""
@@ -82,7 +75,6 @@ class BatchExtractor:
         self.extractors = list(extractors)
         self.retries = retries
         self.cache = cache
-        self.validate = validate
         self._failed: dict[str, ExtractionFailure] = {}  # by key: not asked again in this run
         # By extractor: replies valid on the first try, valid after retries, failed (cache hits not counted).
         self.outcomes: dict[str, Counter[str]] = {}
@@ -95,15 +87,16 @@ class BatchExtractor:
     # -- chunks ------------------------------------------------------------------------------------------
 
     def run(self, chunks: Sequence[Chunk], source: str, *, only: Backend | None = None) -> list[ChunkExtraction]:
-        """Every extractor over every chunk, then (if asked) a validation pass over the QA pairs.
+        """Every extractor over every chunk, then the follow-up extractors (QA validation) on their results.
 
         With ``only``, jobs for other backends are left undone (cached results are still used): the
         returned extractions are then partial, for warming the cache, not for writing.
         """
         outs = [ChunkExtraction(chunk=chunk) for chunk in chunks]
-        self._settle([self._chunk_task(out, ex, source) for out in outs for ex in self.extractors], only)
-        if self.validate:
-            self._settle([task for out in outs for task in self._validation_tasks(out, source)], only)
+        first = [ex for ex in self.extractors if ex.follow is None]
+        self._settle([self._chunk_task(out, ex, source) for out in outs for ex in first], only)
+        for follower in (ex for ex in self.extractors if ex.follow is not None):
+            self._settle([task for out in outs for task in self._follow_tasks(out, follower, source)], only)
         return outs
 
     def _chunk_task(self, out: ChunkExtraction, extractor: Extractor, source: str) -> _Task:
@@ -121,23 +114,21 @@ class BatchExtractor:
             instructions=instructions,
         )
 
-    def _validation_tasks(self, out: ChunkExtraction, source: str) -> list[_Task]:
-        pairs = out.results.get("qa")
-        if not isinstance(pairs, QAPairs):
-            return []
-        validations = Validations(items=[None] * len(pairs.pairs))
-        out.results["validation"] = validations
-        out.models["validation"] = self.backend_for(VALIDATE).model_id
-        tasks = []
-        for i, pair in enumerate(pairs.pairs):
-
-            def accept(result: BaseModel, i: int = i) -> None:
-                assert isinstance(result, Judgement)
-                validations.items[i] = judge(pairs.pairs[i], result, out.chunk.text)
-
-            key = self._key(out.chunk.text_hash, VALIDATE, pair.question, pair.answer)
-            tasks.append(_Task(out, VALIDATE, chunk_messages(out.chunk, source, validation_task(pair)), key, accept))
-        return tasks
+    def _follow_tasks(self, out: ChunkExtraction, extractor: Extractor, source: str) -> list[_Task]:
+        assert extractor.follow is not None
+        asks = extractor.follow(out, out.chunk.text)
+        if asks:
+            out.models[extractor.name] = self.backend_for(extractor).model_id
+        return [
+            _Task(
+                out,
+                extractor,
+                chunk_messages(out.chunk, source, ask.instructions),
+                self._key(out.chunk.text_hash, extractor, *ask.key),
+                ask.accept,
+            )
+            for ask in asks
+        ]
 
     # -- documents ---------------------------------------------------------------------------------------
 
@@ -286,8 +277,7 @@ def _stage(tasks: Sequence[_Task]) -> str:
     """What a round is about, for the progress display: its extractors, or the document summary."""
     if all(task.out.chunk is _DOCUMENT_CHUNK for task in tasks):
         return "document summary"
-    names = dict.fromkeys("validation" if t.extractor.name == "validate" else t.extractor.name for t in tasks)
-    return ", ".join(names)
+    return ", ".join(dict.fromkeys(t.extractor.shown_as for t in tasks))
 
 
 def _by_backend(tasks: list[_Task], backend_for: Callable[[Extractor], Backend]) -> list[tuple[Backend, list[_Task]]]:

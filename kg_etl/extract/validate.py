@@ -15,12 +15,13 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kg_etl.extract.base import Extractor
-from kg_etl.extract.qa import QAPair
+from kg_etl.extract.base import Ask, ChunkExtraction, Extractor
+from kg_etl.extract.qa import QA, QAPair, QAPairs
 
 __all__ = [
     "AGREEMENT_F1",
@@ -29,6 +30,7 @@ __all__ = [
     "VALIDATE",
     "Judgement",
     "Validation",
+    "Validations",
     "answer_task",
     "answers_agree",
     "content_words",
@@ -72,7 +74,31 @@ class Validation(BaseModel):
     answer_overlap: float = Field(ge=0, le=1)
 
 
-VALIDATE = Extractor(name="validate", version="2", schema=Judgement, task="")
+class Validations(BaseModel):
+    """The verdicts on a chunk's QA pairs, aligned with them (None where the judgement itself failed)."""
+
+    items: list[Validation | None]
+
+
+def _asks(out: ChunkExtraction, chunk_text: str) -> list[Ask]:
+    """One question per QA pair of the chunk; each reply becomes that pair's verdict in ``Validations``."""
+    pairs = out.results.get(QA.name)
+    if not isinstance(pairs, QAPairs):
+        return []
+    validations = Validations(items=[None] * len(pairs.pairs))
+    out.results[VALIDATE.name] = validations
+
+    def accept(i: int) -> Callable[[BaseModel], None]:
+        def verdict(result: BaseModel) -> None:
+            assert isinstance(result, Judgement)
+            validations.items[i] = judge(pairs.pairs[i], result, chunk_text)
+
+        return verdict
+
+    return [Ask(validation_task(pair), (pair.question, pair.answer), accept(i)) for i, pair in enumerate(pairs.pairs)]
+
+
+VALIDATE = Extractor(name="validate", version="2", schema=Judgement, task="", follow=_asks, label="validation")
 
 
 def validation_task(pair: QAPair) -> str:

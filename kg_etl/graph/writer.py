@@ -1,38 +1,29 @@
 """Batched, idempotent writes: one transaction per batch of chunks, ``UNWIND $rows ... MERGE`` on content ids.
 
-Rows are built from the pydantic extraction results here; the Cypher is in ``statements``. Ids are content
-hashes, so writing the same batch twice changes nothing, and a crash between batches leaves only whole
-batches behind.
+Rows are built from the pydantic extraction results by each extractor's row builder (``graph.rows``, named by
+the extractor registry); the Cypher is in ``statements``. Ids are content hashes, so writing the same batch
+twice changes nothing, and a crash between batches leaves only whole batches behind.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import neo4j
-from pydantic import BaseModel
 
 from kg_etl.errors import GraphError
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.categories import document_categories
-from kg_etl.extract.facts import FACTS, Facts
-from kg_etl.extract.keywords import Keywords
-from kg_etl.extract.qa import QA, QAPairs
-from kg_etl.extract.run import Validations
-from kg_etl.extract.summary import SUMMARY, Summary
-from kg_etl.extract.taxonomy import Taxonomy
-from kg_etl.extract.validate import VALIDATE
 from kg_etl.graph import statements as st
 from kg_etl.graph.connection import Graph
-from kg_etl.graph.resolve import entity_id, name_key, resolve_acronyms, term_id, topic_id
-from kg_etl.models import Chunk, DocumentMeta, content_id
+from kg_etl.graph.resolve import term_id
+from kg_etl.graph.rows import Row, RowBuilder, Rows, chunk_rows
+from kg_etl.models import DocumentMeta, content_id
+from kg_etl.registry import builtin_row_builders
 
 __all__ = ["DocStatus", "GraphWriter", "batch_rows"]
-
-Row = dict[str, Any]
 
 
 class DocStatus:
@@ -46,8 +37,10 @@ class DocStatus:
 class GraphWriter:
     """Writes documents, chunks and their extractions; removes documents without leaving orphans."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, rows: Sequence[RowBuilder] | None = None) -> None:
+        """``rows``: the row builders of the extractors whose results it writes (default: the built-in ones)."""
         self.graph = graph
+        self.rows = list(rows) if rows is not None else builtin_row_builders()
 
     # -- documents ---------------------------------------------------------------------------------------
 
@@ -172,7 +165,7 @@ class GraphWriter:
         With ``owner``, the document's claim heartbeat and batch count move in the same transaction. Each chunk
         records ``coverage``, the extractions (name@version@model) it was written with.
         """
-        rows = batch_rows(batch, prev_chunk_id, model, coverage)
+        rows = batch_rows(batch, prev_chunk_id, model, coverage, self.rows)
 
         def work(tx: neo4j.ManagedTransaction) -> None:
             for statement, statement_rows in rows:
@@ -190,206 +183,17 @@ CLAIM_TIMEOUT_S = 30 * 60
 
 
 def batch_rows(
-    batch: Sequence[ChunkExtraction], prev_chunk_id: str | None, model: str | None = None, coverage: Sequence[str] = ()
-) -> list[tuple[st.Statement, list[Row]]]:
-    """Every statement of a batch with its rows, in dependency order (nodes before their links)."""
-    chunks, links = _chunk_rows(batch, prev_chunk_id, coverage)
-    facts, entities, relations = _fact_rows(batch, model)
-    topics, parents, chunk_topics = _topic_rows(batch)
-    return [
-        (st.WRITE_CHUNKS, chunks),
-        (st.LINK_CHUNKS, links),
-        (st.WRITE_FACTS, facts),
-        (st.WRITE_ENTITIES, entities),
-        (st.WRITE_RELATIONS, relations),
-        (st.WRITE_TOPICS, topics),
-        (st.LINK_TOPICS, parents),
-        (st.CHUNK_TOPICS, chunk_topics),
-        (st.WRITE_CATEGORIES, _category_rows(batch)),
-        (st.WRITE_KEYWORDS, _keyword_rows(batch)),
-        (st.WRITE_SUMMARIES, _summary_rows(batch, model)),
-        (st.WRITE_QUESTIONS, _question_rows(batch, model)),
-    ]
+    batch: Sequence[ChunkExtraction],
+    prev_chunk_id: str | None,
+    model: str | None = None,
+    coverage: Sequence[str] = (),
+    builders: Sequence[RowBuilder] | None = None,
+) -> Rows:
+    """Every statement of a batch with its rows, in dependency order (nodes before their links).
 
-
-def _results(batch: Iterable[ChunkExtraction], name: str, kind: type[BaseModel]) -> Iterable[tuple[Chunk, Any]]:
-    for extraction in batch:
-        result = extraction.results.get(name)
-        if isinstance(result, kind):
-            yield extraction.chunk, result
-
-
-def _chunk_rows(
-    batch: Sequence[ChunkExtraction], prev: str | None, coverage: Sequence[str]
-) -> tuple[list[Row], list[Row]]:
-    rows = []
-    for extraction in batch:
-        chunk, failures = extraction.chunk, extraction.failures
-        props = chunk.model_dump(exclude={"id", "doc_id"}) | {
-            "doc_id": chunk.doc_id,
-            "status": "failed" if failures else "done",
-            "failed_extractors": [f.extractor for f in failures],
-            "failure_errors": [f.error for f in failures],
-            "failure_raw": [f.raw for f in failures],
-            "coverage": list(coverage),
-        }
-        rows.append({"id": chunk.id, "doc_id": chunk.doc_id, "prev_id": prev, "props": props})
-        prev = chunk.id
-    return rows, [r for r in rows if r["prev_id"]]
-
-
-def _model(extraction: ChunkExtraction, name: str, default: str | None) -> str | None:
-    return extraction.models.get(name, default)
-
-
-def _cite(chunk: Chunk, model: str | None) -> Row:
-    return {
-        "chunk_id": chunk.id,
-        "doc_id": chunk.doc_id,
-        "page_start": chunk.page_start,
-        "page_end": chunk.page_end,
-        "model": model,
-    }
-
-
-def _fact_rows(batch: Sequence[ChunkExtraction], model: str | None) -> tuple[list[Row], list[Row], list[Row]]:
-    facts: list[Row] = []
-    entities: list[Row] = []
-    relations: list[Row] = []
-    found = list(_results(batch, "facts", Facts))
-    made_by = {e.chunk.id: _model(e, "facts", model) for e in batch}
-    named = [(_clean(t.subject), t.subject_type) for _, r in found for f in r.facts if (t := f.triple)]
-    named += [(_clean(t.object), t.object_type) for _, r in found for f in r.facts if (t := f.triple)]
-    acronyms = resolve_acronyms(named)
-    # An entity is named after its most frequent surface form in the batch (ties: the first), so that
-    # "the WHO's" or "WORLD HEALTH ORGANIZATION" seen once does not name it; an acronym's entity is named
-    # after its full name. The name is set when the entity is created: later batches add aliases only.
-    forms: dict[tuple[str, str], Counter[str]] = {}
-    for name, kind in named:
-        forms.setdefault((kind, name_key(name)), Counter())[name] += 1
-
-    def entity(chunk: Chunk, raw: str, kind: str) -> str:
-        name = _clean(raw)
-        key = name_key(name)
-        canonical = forms[(kind, acronyms.get((kind, key), key))].most_common(1)[0][0]
-        row = {"id": entity_id(canonical, kind), "chunk_id": chunk.id, "name": canonical, "type": kind, "alias": name}
-        entities.append(row)
-        return str(row["id"])
-
-    for chunk, result in found:
-        for fact in result.facts:
-            fact_id = content_id(chunk.id, "fact", fact.statement)
-            t = fact.triple
-            props = _cite(chunk, made_by[chunk.id]) | {
-                "text": fact.statement,
-                "subject": t.subject if t else None,
-                "predicate": t.predicate if t else None,
-                "object": t.object if t else None,
-                "version": FACTS.version,
-            }
-            facts.append({"id": fact_id, "chunk_id": chunk.id, "props": props})
-            if t is not None:
-                relations.append(
-                    {
-                        "fact_id": fact_id,
-                        "subject_id": entity(chunk, t.subject, t.subject_type),
-                        "object_id": entity(chunk, t.object, t.object_type),
-                        "predicate": t.predicate.strip().lower(),
-                        "doc_id": chunk.doc_id,
-                    }
-                )
-    return facts, entities, relations
-
-
-def _clean(name: str) -> str:
-    """A name as stored (display name, alias): its words joined by single spaces."""
-    return " ".join(name.split())
-
-
-def _topic_rows(batch: Sequence[ChunkExtraction]) -> tuple[list[Row], list[Row], list[Row]]:
-    topics: dict[str, Row] = {}
-    links: dict[tuple[str, str], Row] = {}
-    for chunk, result in _results(batch, "taxonomy", Taxonomy):
-        for path in result.paths:
-            names = [node.name.strip() for node in path.nodes]
-            parent = None
-            for level, node in enumerate(path.nodes, start=1):
-                tid = topic_id(names[:level])
-                topics.setdefault(
-                    tid,
-                    {
-                        "id": tid,
-                        "name": names[level - 1],
-                        "path": " > ".join(names[:level]),
-                        "level": level,
-                        "parent_id": parent,
-                    },
-                )
-                key = (chunk.id, tid)
-                best = max(node.importance, links[key]["weight"]) if key in links else node.importance
-                links[key] = {"chunk_id": chunk.id, "id": tid, "name": names[level - 1], "weight": best}
-                parent = tid
-    rows = list(topics.values())
-    return rows, [r for r in rows if r["parent_id"]], list(links.values())
-
-
-def _category_rows(batch: Sequence[ChunkExtraction]) -> list[Row]:
-    return [
-        {"chunk_id": chunk.id, "id": term_id("category", label), "name": label, "weight": 1.0}
-        for chunk, result in _results(batch, "categories", BaseModel)
-        for label in dict.fromkeys(getattr(result, "labels", []))
-    ]
-
-
-def _keyword_rows(batch: Sequence[ChunkExtraction]) -> list[Row]:
-    rows: dict[tuple[str, str], Row] = {}
-    for chunk, result in _results(batch, "keywords", Keywords):
-        for keyword in result.keywords:
-            kid = term_id("keyword", keyword.term)
-            row = rows.setdefault(
-                (chunk.id, kid),
-                {"chunk_id": chunk.id, "id": kid, "name": keyword.term.strip(), "weight": keyword.relevance},
-            )
-            row["weight"] = max(row["weight"], keyword.relevance)
-    return list(rows.values())
-
-
-def _summary_rows(batch: Sequence[ChunkExtraction], model: str | None) -> list[Row]:
-    made_by = {e.chunk.id: _model(e, "summary", model) for e in batch}
-    return [
-        {
-            "id": content_id(chunk.id, "summary"),
-            "chunk_id": chunk.id,
-            "props": _cite(chunk, made_by[chunk.id])
-            | {"text": result.summary, "kind": "chunk", "version": SUMMARY.version},
-        }
-        for chunk, result in _results(batch, "summary", Summary)
-    ]
-
-
-def _question_rows(batch: Sequence[ChunkExtraction], model: str | None) -> list[Row]:
-    rows = []
-    for extraction in batch:
-        pairs = extraction.results.get("qa")
-        if not isinstance(pairs, QAPairs):
-            continue
-        checks = extraction.results.get("validation")
-        verdicts = checks.items if isinstance(checks, Validations) else [None] * len(pairs.pairs)
-        chunk = extraction.chunk
-        for pair, verdict in zip(pairs.pairs, verdicts, strict=True):
-            props = _cite(chunk, _model(extraction, "qa", model)) | pair.model_dump()
-            props |= {"verdict": "unvalidated", "score": None, "judge_model": None}
-            props |= {"qa_version": QA.version, "validate_version": VALIDATE.version if verdict else None}
-            if verdict is not None:
-                props |= {
-                    "verdict": verdict.verdict,
-                    "score": verdict.score,
-                    "judgement": verdict.judgement,
-                    "model_answer": verdict.model_answer,
-                    "evidence_found": verdict.evidence_found,
-                    "evidence_score": verdict.evidence_score,
-                    "answer_overlap": verdict.answer_overlap,
-                    "judge_model": _model(extraction, "validation", model),
-                }
-            rows.append({"id": content_id(chunk.id, "qa", pair.question), "chunk_id": chunk.id, "props": props})
+    The chunks come first, then each extractor's rows in the registry's order (default: the built-in ones).
+    """
+    rows = chunk_rows(batch, prev_chunk_id, coverage)
+    for build in builders if builders is not None else builtin_row_builders():
+        rows += build(batch, model)
     return rows
