@@ -12,6 +12,8 @@
 //                  (:Chunk)-[:IN_CATEGORY]->(:Category)<-[:IN_CATEGORY {share}]-(:Document)
 //                  (:Chunk)-[:HAS_KEYWORD {relevance}]->(:Keyword)
 //                  (:Summary)-[:SUMMARIZES]->(:Chunk | :Document)
+// A user schema:   (:SchemaNode:<Type>)-[:MENTIONED_IN]->(:Chunk)
+//                  (:SchemaNode)-[:<RELATIONSHIP> {chunk_id, doc_id}]->(:SchemaNode)
 // Ids are content hashes (kg_etl/graph/resolve.py): an Entity is (type, normalised name), a Topic its
 // whole path from the root, a Keyword or Category its normalised name; every other id hashes its chunk.
 // Every Fact, Question and Summary carries doc_id, chunk_id, page_start and page_end: its citation.
@@ -26,6 +28,8 @@ CREATE CONSTRAINT category_id IF NOT EXISTS FOR (k:Category) REQUIRE k.id IS UNI
 CREATE CONSTRAINT keyword_id IF NOT EXISTS FOR (k:Keyword) REQUIRE k.id IS UNIQUE;
 CREATE CONSTRAINT summary_id IF NOT EXISTS FOR (s:Summary) REQUIRE s.id IS UNIQUE;
 CREATE CONSTRAINT question_id IF NOT EXISTS FOR (q:Question) REQUIRE q.id IS UNIQUE;
+// A user schema's nodes (`kg-etl ingest --schema`) carry SchemaNode beside their declared type.
+CREATE CONSTRAINT schema_node_id IF NOT EXISTS FOR (n:SchemaNode) REQUIRE n.id IS UNIQUE;
 
 // -- lookups -----------------------------------------------------------------------------------------------
 // A changed PDF is found by its path; `kg-etl remove` and the Browser queries take a path or a file name.
@@ -44,6 +48,8 @@ CREATE INDEX category_name IF NOT EXISTS FOR (k:Category) ON (k.name);
 CREATE INDEX summary_doc_id IF NOT EXISTS FOR (s:Summary) ON (s.doc_id);
 CREATE INDEX question_doc_id IF NOT EXISTS FOR (q:Question) ON (q.doc_id);
 CREATE INDEX question_verdict IF NOT EXISTS FOR (q:Question) ON (q.verdict);
+CREATE INDEX schema_node_name IF NOT EXISTS FOR (n:SchemaNode) ON (n.name);
+CREATE INDEX schema_node_type IF NOT EXISTS FOR (n:SchemaNode) ON (n.type);
 // Removing a document deletes its RELATED relationships by doc_id.
 CREATE INDEX related_doc_id IF NOT EXISTS FOR ()-[r:RELATED]-() ON (r.doc_id);
 CREATE INDEX related_predicate IF NOT EXISTS FOR ()-[r:RELATED]-() ON (r.predicate);

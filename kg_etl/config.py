@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from kg_etl import defaults as d
-from kg_etl.defaults import DEFAULT_CATEGORIES, DEFAULT_MODEL, EXTRACTOR_NAMES, HOME_ENV, kg_etl_home
+from kg_etl.defaults import DEFAULT_CATEGORIES, DEFAULT_MODEL, EXTRACTOR_NAMES, HOME_ENV, KNOWN_EXTRACTORS, kg_etl_home
 from kg_etl.errors import ConfigError
 
 __all__ = [
@@ -51,6 +51,9 @@ class IngestSettings(BaseModel):
     categories: tuple[str, ...] = Field(
         default=DEFAULT_CATEGORIES, min_length=1, description="the label set chunks and documents are classified into"
     )
+    user_schema: str | None = Field(
+        default=None, description="the user's own schema: a TOML file, a shipped example's name, or module:NAME"
+    )
     retries: int = Field(default=d.RETRIES, ge=0, le=10, description="re-asks after an invalid reply")
     n_ctx: int = Field(default=d.N_CTX, ge=512)
     gpu_layers: int = Field(default=d.GPU_LAYERS, ge=-1, description="-1 = all layers on the GPU, 0 = CPU only")
@@ -75,10 +78,16 @@ class IngestSettings(BaseModel):
     @field_validator("extractor_models")
     @classmethod
     def _known_extractors(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(EXTRACTOR_NAMES))
+        unknown = sorted(set(value) - set(KNOWN_EXTRACTORS))
         if unknown:
-            raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(EXTRACTOR_NAMES)}")
+            raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(KNOWN_EXTRACTORS)}")
         return value
+
+    def extractor_names(self) -> tuple[str, ...]:
+        """The extractors of the run: those asked for, and the user schema's extractor when a schema is given."""
+        if self.user_schema is not None and d.USER_SCHEMA not in self.extractors:
+            return (*self.extractors, d.USER_SCHEMA)
+        return self.extractors
 
     def model_for(self, extractor: str) -> str:
         """The model an extractor runs on: its own where one is set, else the run's model."""

@@ -23,12 +23,14 @@ __all__ = [
     "EXTRACTOR_NAMES",
     "GPU_LAYERS",
     "HOME_ENV",
+    "KNOWN_EXTRACTORS",
     "N_CTX",
     "OVERLAP_TOKENS",
     "PARALLEL",
     "PARALLEL_CPU",
     "READ_TIMEOUT_S",
     "RETRIES",
+    "USER_SCHEMA",
     "kg_etl_home",
     "private_dir",
 ]
@@ -48,7 +50,10 @@ DEFAULT_CATEGORIES: tuple[str, ...] = (
 # registry (kg_etl.registry) defines them; their names are here too so that --help needs no heavy import,
 # and the registry checks at import that both agree. The same for the export kinds, QA pairs first.
 EXTRACTOR_NAMES = ("facts", "taxonomy", "categories", "keywords", "summary", "qa", "validate")
-EXPORT_KINDS = ("qa", "facts", "taxonomy", "keywords", "summaries")
+# The extractor of a user's own schema (--schema): it runs when a schema is given, not by default.
+USER_SCHEMA = "schema"
+KNOWN_EXTRACTORS = (*EXTRACTOR_NAMES, USER_SCHEMA)
+EXPORT_KINDS = ("qa", "facts", "taxonomy", "keywords", "summaries", "schema")
 
 # LFM2-1.2B at Q4_K_M: ~0.7 GB, good extraction quality for its size, fast on any recent GPU.
 DEFAULT_MODEL = "lfm2-1.2b-q4_k_m"

@@ -31,6 +31,7 @@ from kg_etl.errors import ConfigError, GraphError, ReadError, WorkerCrashedError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.run import REDUCE_BUDGET, BatchExtractor
+from kg_etl.extract.schema import load_schema
 from kg_etl.extract.summary import DOCUMENT_SUMMARY_TASK, SUMMARY, Summary
 from kg_etl.extract.validate import VALIDATE, Validations
 from kg_etl.graph.connection import Graph
@@ -54,6 +55,7 @@ __all__ = [
     "PageNote",
     "check_models",
     "check_settings",
+    "extract_options",
     "find_pdfs",
     "ingest",
     "model_order",
@@ -192,7 +194,17 @@ def run_extractors(settings: IngestSettings) -> list[Extractor]:
     Raises:
         ConfigError: no name, an unknown name, an extractor without one it needs, or bad options.
     """
-    return select_extractors(settings.extractors, ExtractOptions(categories=settings.categories))
+    return select_extractors(settings.extractor_names(), extract_options(settings))
+
+
+def extract_options(settings: IngestSettings) -> ExtractOptions:
+    """What shapes the run's extractors: the category labels, and the user's schema where one is given.
+
+    Raises:
+        ConfigError: the schema cannot be read or is not valid.
+    """
+    schema = load_schema(settings.user_schema) if settings.user_schema is not None else None
+    return ExtractOptions(categories=settings.categories, schema=schema)
 
 
 def check_settings(settings: IngestSettings) -> None:
@@ -304,7 +316,7 @@ def ingest(
     report = report if report is not None else IngestReport()
     run = _Run(
         settings,
-        GraphWriter(graph, row_builders(e.name for e in extractors)),
+        GraphWriter(graph, row_builders((e.name for e in extractors), extract_options(settings))),
         ModelPool(settings, lambda message: on_event(Event(kind="notice", message=message))),
         extractors,
         SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite"),

@@ -23,12 +23,14 @@ __all__ = [
     "KeywordRecord",
     "QARecord",
     "Row",
+    "SchemaRecord",
     "SummaryRecord",
     "TopicRecord",
     "cite",
     "fact_record",
     "keyword_record",
     "qa_record",
+    "schema_record",
     "summary_record",
     "topic_record",
 ]
@@ -175,3 +177,36 @@ def keyword_record(doc: Row, chunk: Row | None, item: Row) -> KeywordRecord:
 def summary_record(doc: Row, chunk: Row | None, item: Row) -> SummaryRecord:
     kind: Literal["chunk", "document"] = "chunk" if chunk is not None else "document"
     return SummaryRecord(**cite(doc, chunk), **item, kind=kind, extractor_version=SUMMARY.version)
+
+
+class _SchemaFields(_Record):
+    id: str
+    schema_name: str = Field(description="the schema that declared the type")
+    type: str = Field(description="the node type, a label of the node")
+    name: str = Field(description="the node's key, as the text names it")
+    properties: dict[str, Any] = Field(description="the properties the text stated")
+    relationships: list[dict[str, Any]] = Field(
+        description="what this chunk relates it to: type, target_id, target (its name) and target_type"
+    )
+
+
+class SchemaRecord(_Citation, _SchemaFields):
+    """A node of the user's schema as one chunk names it, with the relationships that chunk states."""
+
+
+# Set by kg-etl on every schema node; the record lists them once, not again among the properties.
+_SCHEMA_NODE_KEYS = ("id", "schema", "type", "name")
+
+
+def schema_record(doc: Row, chunk: Row | None, item: Row) -> SchemaRecord:
+    properties = {k: v for k, v in sorted((item.get("properties") or {}).items()) if k not in _SCHEMA_NODE_KEYS}
+    relationships = sorted(item.get("relationships") or [], key=lambda r: (r["type"], r["target_id"]))
+    return SchemaRecord(
+        **cite(doc, chunk),
+        id=item["id"],
+        schema_name=item["schema"],
+        type=item["type"],
+        name=item["name"],
+        properties=properties,
+        relationships=relationships,
+    )

@@ -20,19 +20,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kg_etl.defaults import DEFAULT_CATEGORIES, EXPORT_KINDS, EXTRACTOR_NAMES
+from kg_etl.defaults import DEFAULT_CATEGORIES, EXPORT_KINDS, EXTRACTOR_NAMES, USER_SCHEMA
 from kg_etl.errors import ConfigError
 from kg_etl.extract.base import Extractor
 from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import FACTS
 from kg_etl.extract.keywords import KEYWORDS
 from kg_etl.extract.qa import QA
+from kg_etl.extract.schema import GraphSchema, schema_extractor
 from kg_etl.extract.summary import SUMMARY
 from kg_etl.extract.taxonomy import TAXONOMY
 from kg_etl.extract.validate import VALIDATE
 from kg_etl.graph import rows as r
 from kg_etl.graph import statements as st
-from kg_etl.records import Row, fact_record, keyword_record, qa_record, summary_record, topic_record
+from kg_etl.graph.user_schema import schema_rows
+from kg_etl.records import Row, fact_record, keyword_record, qa_record, schema_record, summary_record, topic_record
 
 __all__ = [
     "REGISTRY",
@@ -56,9 +58,10 @@ DocumentStep = Literal["vote", "reduce"]
 class ExtractOptions(BaseModel):
     """What shapes the extractors of a run beyond their built-in definitions."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     categories: tuple[str, ...] = Field(default=DEFAULT_CATEGORIES, min_length=1)
+    schema_: GraphSchema | None = Field(default=None, alias="schema", description="the user's own schema")
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,17 @@ class Entry:
     exports: tuple[ExportKind, ...] = ()
     needs: tuple[str, ...] = ()
     help: str = ""
+    default: bool = True  # run unless --extract leaves it out; the user schema's runs when a schema is given
+    # Rows that depend on the run's options (a user schema's types), instead of ``rows``.
+    make_rows: Callable[[ExtractOptions], r.RowBuilder] | None = None
 
     def extractor(self, options: ExtractOptions) -> Extractor:
         """The extractor as this run's options make it."""
         return self.make(options)
+
+    def row_builder(self, options: ExtractOptions) -> r.RowBuilder | None:
+        """How this run's results of the extractor become graph rows, if they do."""
+        return self.make_rows(options) if self.make_rows is not None else self.rows
 
 
 def _fixed(extractor: Extractor) -> Callable[[ExtractOptions], Extractor]:
@@ -96,6 +106,16 @@ def _fixed(extractor: Extractor) -> Callable[[ExtractOptions], Extractor]:
 
 def _by_id(item: Row) -> Any:
     return item["id"]
+
+
+def _schema(options: ExtractOptions) -> GraphSchema:
+    if options.schema_ is None:
+        raise ConfigError("--extract schema needs --schema FILE (a TOML schema, papers, contracts or module:NAME)")
+    return options.schema_
+
+
+def _by_type_and_id(item: Row) -> Any:
+    return (item["type"], item["id"])
 
 
 REGISTRY: dict[str, Entry] = {
@@ -166,11 +186,19 @@ REGISTRY: dict[str, Entry] = {
             needs=("qa",),
             help="a second pass answers each question from the chunk alone",
         ),
+        Entry(
+            USER_SCHEMA,
+            lambda options: schema_extractor(_schema(options)),
+            make_rows=lambda options: schema_rows(_schema(options)),
+            exports=(ExportKind("schema", st.EXPORT_SCHEMA_CHUNKS, _by_type_and_id, schema_record),),
+            default=False,
+            help="the node and relationship types of your own schema (--schema), and only those",
+        ),
     )
 }
 
 # The command line lists the names from kg_etl.defaults without importing this module (--help stays fast).
-assert tuple(REGISTRY) == EXTRACTOR_NAMES, "kg_etl.defaults.EXTRACTOR_NAMES must list the registry in order"
+assert tuple(n for n, e in REGISTRY.items() if e.default) == EXTRACTOR_NAMES, "defaults.EXTRACTOR_NAMES differs"
 assert {k.name for e in REGISTRY.values() for k in e.exports} == set(EXPORT_KINDS), "defaults.EXPORT_KINDS differs"
 
 
@@ -205,13 +233,14 @@ def select_extractors(names: Sequence[str], options: ExtractOptions | None = Non
 
 def builtin_row_builders() -> list[r.RowBuilder]:
     """Every built-in extractor's row builder, in registry order."""
-    return row_builders(REGISTRY)
+    return row_builders(EXTRACTOR_NAMES)
 
 
-def row_builders(names: Iterable[str]) -> list[r.RowBuilder]:
+def row_builders(names: Iterable[str], options: ExtractOptions | None = None) -> list[r.RowBuilder]:
     """The row builders of the extractors named, in registry order."""
-    wanted = set(names)
-    return [entry.rows for name, entry in REGISTRY.items() if name in wanted and entry.rows is not None]
+    wanted, options = set(names), options or ExtractOptions()
+    builders = [entry.row_builder(options) for name, entry in REGISTRY.items() if name in wanted]
+    return [build for build in builders if build is not None]
 
 
 def export_kinds() -> dict[str, ExportKind]:

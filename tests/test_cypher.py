@@ -7,8 +7,10 @@ from pathlib import Path
 import neo4j
 import pytest
 
+from kg_etl.extract.schema import EXAMPLES, load_schema
 from kg_etl.graph import statements as st
 from kg_etl.graph.connection import split_cypher
+from kg_etl.graph.user_schema import statements_for
 from tests.conftest import SENT_CYPHER
 from tests.cypherlint import CypherStatement, lint_statements
 
@@ -42,6 +44,20 @@ def test_registry_statements_pass_the_cypher_front_end() -> None:
     assert lint_statements(statements, SCHEMA) == {s.name: [] for s in statements}
 
 
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_a_user_schemas_statements_pass_the_cypher_front_end(name: str) -> None:
+    """Built per declared type at run time (Cypher takes no label as a parameter): linted for each example."""
+    schema = load_schema(name)
+    properties = {prop for node in schema.nodes.values() for prop in node.properties}
+    extended = {
+        "labels": [*SCHEMA["labels"], *schema.labels()],
+        "relationshipTypes": [*SCHEMA["relationshipTypes"], *schema.relationship_types()],
+        "propertyKeys": sorted({*SCHEMA["propertyKeys"], *properties, "chunk_id", "doc_id", "schema"}),
+    }
+    statements = [CypherStatement(s.name, s.text, s.example) for s in statements_for(schema)]
+    assert lint_statements(statements, extended) == {s.name: [] for s in statements}
+
+
 def test_cypher_files_pass_the_cypher_front_end() -> None:
     statements = _file_statements()
     assert statements, "cypher/ holds no statements"
@@ -58,5 +74,6 @@ def test_registry_statements_run_on_the_server(graph: neo4j.Driver) -> None:
 def test_everything_the_code_sent_is_a_checked_statement() -> None:
     """Runs last (see conftest): by then the other tests have driven the code through every path."""
     known = {s.text for s in st.ALL.values()} | {s.query for s in _file_statements()}
+    known |= {s.text for name in EXAMPLES for s in statements_for(load_schema(name))}
     unlisted = sorted(set(SENT_CYPHER) - known)
     assert not unlisted, f"queries sent by kg_etl that are not in statements.ALL or cypher/: {unlisted}"

@@ -22,7 +22,8 @@ __all__ = ["export", "query", "remove", "schema", "stats"]
     type=click.Choice(d.EXPORT_KINDS),
     default="qa",
     show_default=True,
-    help="What to export: QA pairs, atomic facts, topic paths, keywords, or chunk and document summaries.",
+    help="What to export: QA pairs, atomic facts, topic paths, keywords, chunk and document summaries, or the "
+    "nodes of your own schema (ingest --schema) with their relationships.",
 )
 @click.option(
     "--format",
@@ -84,6 +85,7 @@ def export(
       kg-etl export qa.jsonl
       kg-etl export train.jsonl --format sharegpt --min-score 0.8
       kg-etl export - --kind facts --document report.pdf
+      kg-etl export papers.jsonl --kind schema
     """
     from kg_etl.export import QAOptions, export_to
 

@@ -61,11 +61,20 @@ __all__ = ["ingest"]
     "--extract",
     default=",".join(d.EXTRACTOR_NAMES),
     show_default=True,
-    help="Comma-separated extractors to run (validate = the QA validation pass).",
+    help="Comma-separated extractors to run (validate = the QA validation pass; schema = your --schema, which "
+    "runs whenever a schema is given).",
 )
 @click.option(
     "--categories",
     help=f"Comma-separated category labels to classify into [default: {', '.join(d.DEFAULT_CATEGORIES)}].",
+)
+@click.option(
+    "--schema",
+    "user_schema",
+    metavar="FILE|NAME|MODULE:NAME",
+    envvar="KG_ETL_SCHEMA",
+    help="Also extract your own node and relationship types: a TOML schema, a shipped example (papers, "
+    "contracts) or a Python GraphSchema / pydantic model as package.module:NAME [env KG_ETL_SCHEMA].",
 )
 @click.option(
     "--gpu-layers",
@@ -158,6 +167,7 @@ def ingest(
       kg-etl ingest pdfs/ --batch 10
       kg-etl ingest report.pdf --model lfm2-350m-q4_k_m --extract facts,qa,validate
       kg-etl ingest pdfs/ --model-for validate=lfm2-700m-q4_k_m --report run.json
+      kg-etl ingest papers/ --schema papers --extract facts,qa,validate
     """
     from kg_etl.pipeline import IngestReport
     from kg_etl.pipeline import ingest as run_ingest
@@ -257,9 +267,9 @@ def _extractor_models(pairs: tuple[str, ...]) -> dict[str, str]:
     chosen: dict[str, str] = {}
     for pair in pairs:
         name, _, ref = (part.strip() for part in pair.partition("="))
-        if name not in d.EXTRACTOR_NAMES or not ref:
+        if name not in d.KNOWN_EXTRACTORS or not ref:
             raise click.BadParameter(
-                f"{pair!r}: expected EXTRACTOR=MODEL with EXTRACTOR one of {','.join(d.EXTRACTOR_NAMES)}",
+                f"{pair!r}: expected EXTRACTOR=MODEL with EXTRACTOR one of {','.join(d.KNOWN_EXTRACTORS)}",
                 param_hint="--model-for",
             )
         chosen[name] = ref

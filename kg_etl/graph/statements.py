@@ -14,6 +14,10 @@ The graph model (see README and cypher/schema.cypher):
     (:Chunk)-[:HAS_KEYWORD {relevance}]->(:Keyword)
     (:Summary)-[:SUMMARIZES]->(:Chunk | :Document)
     (:Question)-[:FROM_CHUNK]->(:Chunk)
+    (:SchemaNode:<Type>)-[:MENTIONED_IN]->(:Chunk)   (:SchemaNode)-[:<RELATIONSHIP> {chunk_id, doc_id}]->(:SchemaNode)
+
+The last line is a user's schema (``--schema``): its types and relationships are the user's declared ones,
+checked when the schema is loaded; their statements are built per type by ``graph.user_schema``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ __all__ = ["ALL", "LABELS", "PROPERTY_KEYS", "RELATIONSHIP_TYPES", "Statement"]
 # anything else (a misspelt label, type or property) fails the tests; the query tests check that an ingested
 # graph uses nothing outside it. Relationship types are fixed: an extracted predicate is a property of
 # RELATED, never a type of its own, so the number of types cannot grow with the documents.
-LABELS = ("Document", "Chunk", "Fact", "Entity", "Topic", "Category", "Keyword", "Summary", "Question")
+LABELS = ("Document", "Chunk", "Fact", "Entity", "Topic", "Category", "Keyword", "Summary", "Question", "SchemaNode")
 RELATIONSHIP_TYPES = (
     "HAS_CHUNK", "NEXT_CHUNK", "FROM_CHUNK", "MENTIONS", "MENTIONED_IN", "RELATED", "HAS_TOPIC", "SUBTOPIC_OF",
     "IN_CATEGORY", "HAS_KEYWORD", "SUMMARIZES",
@@ -44,6 +48,7 @@ PROPERTY_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "Fact": ("id", "text", "subject", "predicate", "object", "version", *_CITATION),
     "Entity": ("id", "name", "type", "aliases"),
+    "SchemaNode": ("id", "schema", "type", "name"),
     "Topic": ("id", "name", "path", "level"),
     "Category": ("id", "name"),
     "Keyword": ("id", "name"),
@@ -387,8 +392,10 @@ OPTIONAL MATCH (c)<-[:MENTIONED_IN]-(e:Entity)
 OPTIONAL MATCH (c)-[:HAS_TOPIC]->(:Topic)-[:SUBTOPIC_OF*0..]->(t:Topic)
 OPTIONAL MATCH (c)-[:HAS_KEYWORD]->(k:Keyword)
 OPTIONAL MATCH (c)-[:IN_CATEGORY]->(g:Category)
+OPTIONAL MATCH (c)<-[:MENTIONED_IN]-(n:SchemaNode)
 RETURN collect(DISTINCT e.id) AS entities, collect(DISTINCT t.id) AS topics,
-       collect(DISTINCT k.id) AS keywords, collect(DISTINCT g.id) AS categories
+       collect(DISTINCT k.id) AS keywords, collect(DISTINCT g.id) AS categories,
+       collect(DISTINCT n.id) AS schema_nodes
 """,
     {"id": "d1"},
 )
@@ -397,6 +404,17 @@ DELETE_DOCUMENT_RELATIONS = Statement(
     "delete_document_relations",
     """
 MATCH (:Entity)-[r:RELATED {doc_id: $id}]->(:Entity)
+DELETE r
+""",
+    {"id": "d1"},
+)
+
+# A user schema's relationships, whatever their types (declared by the user): each records its document.
+DELETE_DOCUMENT_SCHEMA_RELATIONSHIPS = Statement(
+    "delete_document_schema_relationships",
+    """
+MATCH (:SchemaNode)-[r]->(:SchemaNode)
+WHERE r.doc_id = $id
 DELETE r
 """,
     {"id": "d1"},
@@ -431,6 +449,17 @@ WHERE NOT (e)-[:MENTIONED_IN]->(:Chunk)
 DETACH DELETE e
 """,
     {"ids": ["e1"]},
+)
+
+DELETE_ORPHAN_SCHEMA_NODES = Statement(
+    "delete_orphan_schema_nodes",
+    """
+UNWIND $ids AS id
+MATCH (n:SchemaNode {id: id})
+WHERE NOT (n)-[:MENTIONED_IN]->(:Chunk)
+DETACH DELETE n
+""",
+    {"ids": ["n1"]},
 )
 
 DELETE_ORPHAN_TOPICS = Statement(
@@ -572,6 +601,24 @@ ORDER BY c.index, c.id
 LIMIT $limit
 RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
        [(c)<-[:SUMMARIZES]-(s:Summary) | s {.id, .text, .model}] AS items
+ORDER BY chunk_index, chunk_id
+""",
+    _CHUNK_PAGE,
+)
+
+# A user schema's nodes named in each chunk, with their properties and the relationships that chunk stated.
+EXPORT_SCHEMA_CHUNKS = Statement(
+    "export_schema_chunks",
+    """
+MATCH (:Document {id: $doc_id})-[:HAS_CHUNK]->(c:Chunk)
+WHERE c.index > $index OR (c.index = $index AND c.id > $chunk_id)
+WITH c
+ORDER BY c.index, c.id
+LIMIT $limit
+RETURN c.id AS chunk_id, c.index AS chunk_index, c.page_start AS page_start, c.page_end AS page_end,
+       [(c)<-[:MENTIONED_IN]-(n:SchemaNode) | n {.id, .schema, .type, .name, properties: properties(n),
+        relationships: [(n)-[r]->(m:SchemaNode) WHERE r.chunk_id = c.id |
+                        {type: type(r), target_id: m.id, target: m.name, target_type: m.type}]}] AS items
 ORDER BY chunk_index, chunk_id
 """,
     _CHUNK_PAGE,

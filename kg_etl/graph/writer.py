@@ -134,7 +134,12 @@ class GraphWriter:
 
         def work(tx: neo4j.ManagedTransaction) -> None:
             shared = tx.run(st.SHARED_NODES_OF_DOCUMENT.text, id=doc_id).single()
-            for statement in (st.DELETE_DOCUMENT_RELATIONS, st.DELETE_DOCUMENT_OWNED, st.DELETE_DOCUMENT):
+            for statement in (
+                st.DELETE_DOCUMENT_RELATIONS,
+                st.DELETE_DOCUMENT_SCHEMA_RELATIONSHIPS,
+                st.DELETE_DOCUMENT_OWNED,
+                st.DELETE_DOCUMENT,
+            ):
                 tx.run(statement.text, id=doc_id).consume()
             if shared is None:
                 return
@@ -143,6 +148,7 @@ class GraphWriter:
             tx.run(st.REFRESH_ENTITY_ALIASES.text, ids=shared["entities"]).consume()
             tx.run(st.DELETE_ORPHAN_KEYWORDS.text, ids=shared["keywords"]).consume()
             tx.run(st.DELETE_ORPHAN_CATEGORIES.text, ids=shared["categories"]).consume()
+            tx.run(st.DELETE_ORPHAN_SCHEMA_NODES.text, ids=shared["schema_nodes"]).consume()
             # A topic is only an orphan once its subtopics are gone: one sweep per possible path level.
             for _ in range(_MAX_TOPIC_DEPTH):
                 tx.run(st.DELETE_ORPHAN_TOPICS.text, ids=shared["topics"]).consume()
