@@ -360,11 +360,12 @@ class _GracefulStop:
 
 
 class _IngestDisplay:
-    """A rich progress display fed by pipeline events: files, pages of the current file, what the model does.
+    """A rich progress display fed by pipeline events: files, pages of each file in hand, what the model does.
 
-    The pages bar moves with every reply (a batch's share of its pages), so its ETA is there from the first
+    A pages bar moves with every reply (a batch's share of its pages), so its ETA is there from the first
     replies and stays current; the stage (which extractors, the validation pass, the document summary) and
-    the generation speed have columns of their own. Notices print above it, through the same console.
+    the generation speed have columns of their own. One machine works on one file at a time, so one pages bar
+    shows; a run on Ray shows one for each file in hand. Notices print above it, through the same console.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -390,7 +391,7 @@ class _IngestDisplay:
             speed_estimate_period=600,  # a slow CPU run may take minutes per batch: keep that history
         )
         self.files = self.progress.add_task("files", total=None, stage="", speed="")
-        self.pages = self.progress.add_task("pages", total=None, stage="", speed="", visible=False)
+        self.pages: dict[str, Any] = {}  # file in hand -> its pages bar
 
     def __enter__(self) -> _IngestDisplay:
         self.progress.start()
@@ -404,23 +405,43 @@ class _IngestDisplay:
 
         p = self.progress
         speed: dict[str, Any] = {"speed": f"{event.tokens_per_s:.0f} tok/s"} if event.tokens_per_s else {}
+        bar = self.pages.get(event.path)
         if event.kind == "notice":
             p.console.print(text_of(event.message), highlight=False, markup=False, soft_wrap=True)
         elif event.kind == "run_start":
             p.update(self.files, total=event.total)
         elif event.kind == "document_start":
-            name = text_of(Path(event.path).name)[:40]
-            p.reset(self.pages, description=name, total=event.total, visible=True, stage="", speed="")
-        elif event.kind == "stage":
-            p.update(self.pages, stage=event.message)
-        elif event.kind == "progress":
-            moved: dict[str, Any] = {"completed": event.done} if event.done is not None else {}
-            p.update(self.pages, stage=event.message, **moved, **speed)
-        elif event.kind == "batch":
-            p.update(self.pages, completed=event.done, **speed)
+            self._start(event.path, event.total)
         elif event.kind == "document_end":
             p.advance(self.files)
-            p.update(self.pages, visible=False)
+            if bar is not None:
+                p.remove_task(self.pages.pop(event.path))
+        elif bar is None:  # a file whose pages are all done, its bar gone while its last steps run
+            return
+        elif event.kind == "stage":
+            p.update(bar, stage=event.message)
+        elif event.kind == "progress":
+            moved: dict[str, Any] = {"completed": event.done} if event.done is not None else {}
+            p.update(bar, stage=event.message, **moved, **speed)
+        elif event.kind == "batch":
+            p.update(bar, completed=event.done, **speed)
+
+    def _start(self, path: str, pages: int | None) -> None:
+        """A pages bar for a file now in hand; the bars of files whose pages are all done go (a warm-up pass
+        over a file ends without a document_end)."""
+        p = self.progress
+        for other, bar in list(self.pages.items()):
+            if other == path or p.tasks[p.task_ids.index(bar)].finished:
+                p.remove_task(self.pages.pop(other))
+        name = _label(path)
+        self.pages[path] = p.add_task(name, total=pages, stage="", speed="")
+
+
+def _label(path: str) -> str:
+    """A file's name as a bar's label: printable, and short enough to leave room for the bar."""
+    from kg_etl.models import text_of
+
+    return text_of(Path(path).name)[:40]
 
 
 def _print_summary(report: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 from kg_etl.config import IngestSettings
 from kg_etl.engine import open_document, split_document
 from kg_etl.errors import KgEtlError, ReadError, WorkerCrashedError
+from kg_etl.faults import fault
 from kg_etl.llm.pool import ModelPool, ModelUse
 from kg_etl.llm.protocol import ChatRequest
 from kg_etl.llm.registry import resolve_model
@@ -94,7 +96,8 @@ class ModelActor:
         self.pool = ModelPool(settings)
         self.pool.sequence_context = lambda: sequence_context
         self.pool.backend(ref)  # loaded here, once: a restarted actor loads it again in its own __init__
-        self._seconds = 0.0
+        self._kill_after = _kill_after()
+        self._sent = 0
 
     @property
     def _worker(self) -> ModelWorker:
@@ -136,11 +139,23 @@ class ModelActor:
             yield item
             if isinstance(item, RemoteError):
                 return
+            self._sent += 1
+            if self._sent == self._kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> ModelUse:
         """End the model's worker (its memory goes back) and say what it did."""
         self.pool.close()
         return self.pool.usage[self.ref]
+
+
+def _kill_after() -> int | None:
+    """The test hook ``ray-actor-kill-after=N`` (``kg_etl.faults``), in an actor's first life only."""
+    import ray
+
+    value = fault("ray-actor-kill-after")
+    first_life = not ray.get_runtime_context().was_current_actor_reconstructed
+    return int(value) if value and first_life else None
 
 
 class ReadResult(BaseModel):

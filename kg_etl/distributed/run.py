@@ -40,6 +40,7 @@ __all__ = [
     "RayEngine",
     "RayIngestReport",
     "RayOptions",
+    "RemoteDocument",
     "SerialWriter",
     "ingest_on_ray",
     "ray_session",
