@@ -91,8 +91,10 @@ def test_ray_local_with_two_actors_each_killed_once_builds_the_single_machine_gr
     # the part it held is redone.
     env = _env(graph_server, tmp_path / "home") | {"KG_ETL_TEST_FAULTS": "ray-actor-kill-after=2"}
     report_path = tmp_path / "report.json"
-    command = _command(folder, tiny_model_path, "--ray", "local", *ACTORS, "--report", str(report_path))
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    # Relative paths, as users type them: Ray's workers do not run in this folder.
+    model = Path(os.path.relpath(tiny_model_path, folder.parent))
+    command = _command(Path(folder.name), model, "--ray", "local", *ACTORS, "--report", str(report_path))
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, cwd=folder.parent)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert snapshot(graph) == reference

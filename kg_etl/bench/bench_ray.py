@@ -49,16 +49,14 @@ def _folder(path: Path, docs: int, pages: int) -> Path:
     return path
 
 
-def _ingest(
-    folder: Path, model: Path, env: dict[str, str], report: Path, extra: Sequence[str], extract: str
-) -> dict[str, Any]:
+def _ingest(folder: Path, model: Path, env: dict[str, str], report: Path, extra: Sequence[str]) -> dict[str, Any]:
     command = [sys.executable, "-m", "kg_etl", "ingest", str(folder), "--model", str(model), "--quiet",
-               "--deterministic", "--extract", extract, "--report", str(report), *extra]  # fmt: skip
+               "--deterministic", "--report", str(report), *extra]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(extra) or 'single'}: ingest failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(extra)}: ingest failed ({proc.returncode}): {proc.stderr[-2000:]}")
     data = json.loads(report.read_text())
     chunks = sum(d["chunks_written"] for d in data["documents"])
     figures = {
@@ -88,16 +86,20 @@ def run(
     gpus_per_actor: float = 0.0,
     cpus_per_actor: float = 1.0,
     extract: str = "summary,keywords",
+    chunk_tokens: int = 64,
     rounds: int = 1,
     writer_chunks: int = 200,
 ) -> dict[str, Any]:
     """Time one machine and ``--ray local`` with each number of ``actors``; return the figures."""
     figures: dict[str, Any] = {"preset": preset, "docs": docs, "pages": pages, "extract": extract,
-                               "cpu_count": os.cpu_count(), "gpus_per_actor": gpus_per_actor}  # fmt: skip
-    configs: dict[str, list[str]] = {"single": []}
+                               "chunk_tokens": chunk_tokens, "cpu_count": os.cpu_count(),
+                               "gpus_per_actor": gpus_per_actor}  # fmt: skip
+    common = ["--extract", extract, "--chunk-tokens", str(chunk_tokens), "--overlap-tokens", "8"]
+    configs: dict[str, list[str]] = {"single": common}
     for n in actors:
-        configs[f"ray_{n}"] = ["--ray", "local", "--ray-actors", str(n), "--ray-gpus-per-actor", str(gpus_per_actor),
-                               "--ray-cpus-per-actor", str(cpus_per_actor)]  # fmt: skip
+        layout = ["--ray-actors", str(n), "--ray-gpus-per-actor", str(gpus_per_actor), "--ray-cpus-per-actor",
+                  str(cpus_per_actor)]  # fmt: skip
+        configs[f"ray_{n}"] = [*common, "--ray", "local", *layout]
     with tempfile.TemporaryDirectory(prefix="kg-etl-bench-ray-") as tmp, bench_graph._server(1024) as (info, password):
         root = Path(tmp)
         model = write_tiny_model(root / f"lfm2-{preset}-random.gguf", preset=preset)
@@ -110,7 +112,7 @@ def run(
                 bench_graph._recreate(info, password)
                 home = root / f"home-{name}-{r}"  # an empty cache: every reply is asked of a model
                 env = os.environ | graph_env | {"KG_ETL_HOME": str(home)}
-                result = _ingest(folder, model, env, root / f"{name}-{r}.json", configs[name], extract)
+                result = _ingest(folder, model, env, root / f"{name}-{r}.json", configs[name])
                 if name not in best or result["wall_seconds"] < best[name]["wall_seconds"]:
                     best[name] = result
     figures |= best
@@ -148,12 +150,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--gpus-per-actor", type=float, default=0.0)
     parser.add_argument("--cpus-per-actor", type=float, default=1.0)
     parser.add_argument("--extract", default="summary,keywords")
+    parser.add_argument("--chunk-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     figures = run(preset=args.preset, docs=args.docs, pages=args.pages, actors=args.actors,
                   gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor, extract=args.extract,
-                  rounds=args.rounds)  # fmt: skip
+                  chunk_tokens=args.chunk_tokens, rounds=args.rounds)  # fmt: skip
     text = json.dumps(figures, indent=2)
     print(text)
     if args.out is not None:

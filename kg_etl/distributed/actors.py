@@ -15,11 +15,13 @@ run with ``WorkerCrashedError`` as on one machine: a segfault on some input woul
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, computed_field
@@ -33,7 +35,7 @@ from kg_etl.llm.pool import ModelPool, ModelUse
 from kg_etl.llm.protocol import ChatRequest
 from kg_etl.llm.runtime import Completion, ModelStats
 
-__all__ = ["IN_FLIGHT", "ActorGroup", "ActorPlan", "ActorUse", "RayModelPool"]
+__all__ = ["IN_FLIGHT", "ActorGroup", "ActorPlan", "ActorUse", "RayModelPool", "portable", "portable_ref"]
 
 IN_FLIGHT = 2
 # Tries of one part before the run gives up on it: each failed try is an actor that died under it.
@@ -132,8 +134,8 @@ class ActorGroup:
         )
         name, model_id, context = expect
         # Passwords stay with the driver: actors only generate, and may run on other machines.
-        lean = settings.model_copy(update={"password": None, "passwords": {}})
-        handles = [remote.remote(lean, ref, context, dict(plan.env)) for _ in range(plan.actors)]
+        lean = portable(settings).model_copy(update={"password": None, "passwords": {}})
+        handles = [remote.remote(lean, portable_ref(ref), context, dict(plan.env)) for _ in range(plan.actors)]
         slots = [_Slot(h, ActorUse(model=name, index=i)) for i, h in enumerate(handles)]
         try:
             for slot, info in zip(slots, _infos(ray, handles, name), strict=True):
@@ -284,10 +286,28 @@ class ActorGroup:
         for slot in self._slots:
             if slot.dead:
                 continue
-            with contextlib.suppress(ray.exceptions.RayError):
-                use: ModelUse = ray.get(slot.handle.close.remote(), timeout=60)
-                slot.use.worker_peak_rss_mb = use.worker_peak_rss_mb
+            if not slot.in_flight:  # a busy actor (a run stopped at once) would answer only after its part
+                with contextlib.suppress(ray.exceptions.RayError):
+                    use: ModelUse = ray.get(slot.handle.close.remote(), timeout=60)
+                    slot.use.worker_peak_rss_mb = use.worker_peak_rss_mb
             ray.kill(slot.handle, no_restart=True)
+
+
+def portable_ref(ref: str) -> str:
+    """A model named by a relative path, made absolute: Ray's workers do not run in the driver's folder."""
+    if Path(ref).suffix == ".gguf" or os.sep in ref:
+        return os.path.abspath(os.path.expanduser(ref))
+    return ref
+
+
+def portable(settings: IngestSettings) -> IngestSettings:
+    """The settings with every file they name (models, a chat template file) as an absolute path."""
+    template = settings.chat_template
+    if template is not None and Path(template).expanduser().is_file():
+        template = os.path.abspath(os.path.expanduser(template))
+    models = {name: portable_ref(ref) for name, ref in settings.extractor_models.items()}
+    update = {"model": portable_ref(settings.model), "extractor_models": models, "chat_template": template}
+    return settings.model_copy(update=update)
 
 
 def _infos(ray: Any, handles: Sequence[Any], name: str, passing: type[BaseException] | None = None) -> list[ActorInfo]:

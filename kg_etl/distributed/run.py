@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, computed_field
 
 from kg_etl.config import IngestSettings
-from kg_etl.distributed.actors import ActorPlan, ActorUse, RayModelPool
+from kg_etl.distributed.actors import ActorPlan, ActorUse, RayModelPool, portable
 from kg_etl.distributed.remote import ReadResult, RemoteError, open_remote, read_remote
 from kg_etl.engine import Document, Lane
 from kg_etl.errors import ConfigError
@@ -201,10 +201,12 @@ class RayEngine:
         return self.pool
 
     def open(self, path: Path, settings: IngestSettings) -> Document:
-        meta = self.ray.get(self._open.remote(str(path), settings, self.env))
+        # Absolute, not resolved: Ray's workers do not run in this folder, and a link must stay a link.
+        where, settings = os.path.abspath(path), portable(settings)
+        meta = self.ray.get(self._open.remote(where, settings, self.env))
         if isinstance(meta, RemoteError):
             raise meta.exception()
-        return RemoteDocument(meta, lambda: self.ray.get(self._read.remote(str(path), settings, self.env)))
+        return RemoteDocument(meta, lambda: self.ray.get(self._read.remote(where, settings, self.env)))
 
     def chunks(
         self, doc: Document, pages: Iterator[Page], settings: IngestSettings, count_tokens: Callable[[str], int]
