@@ -11,8 +11,8 @@ model process:
 
 Figures: chunks per second of wall time (what a user waits for, Ray's start included) and of the pipeline
 alone (the report's seconds: reading, extraction, writes), Ray's own cost (its start and stop, and its
-overhead over one machine at one actor), each actor's generation speed and its model loads. Then the writes
-a single writer can absorb on the local server (``bench_graph``'s batched writer, chunks and items per
+overhead over one machine at one actor), each actor's generation speed and its model loads, and the most GPU
+memory in use during the run (nvidia-smi, where there is one). Then the writes a single writer can absorb on the local server (``bench_graph``'s batched writer, chunks and items per
 second): the ceiling that more actors cannot raise. Configurations run in the order given, so ``--rounds 2``
 runs them again in reverse order and keeps each one's fastest: other processes share these cores.
 """
@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,11 +51,38 @@ def _folder(path: Path, docs: int, pages: int) -> Path:
     return path
 
 
+class _VramPeak:
+    """The most GPU memory in use (MiB, all GPUs) while a run lasts, sampled with nvidia-smi; None without one."""
+
+    def __init__(self) -> None:
+        self.peak: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _VramPeak:
+        if shutil.which("nvidia-smi"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _sample(self) -> None:
+        query = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
+        while not self._done.wait(0.5):
+            out = subprocess.run(query, capture_output=True, text=True).stdout
+            used = sum(float(v) for v in out.split() if v.replace(".", "", 1).isdigit())
+            self.peak = max(self.peak or 0.0, used)
+
+
 def _ingest(folder: Path, model: Path, env: dict[str, str], report: Path, extra: Sequence[str]) -> dict[str, Any]:
     command = [sys.executable, "-m", "kg_etl", "ingest", str(folder), "--model", str(model), "--quiet",
                "--deterministic", "--report", str(report), *extra]  # fmt: skip
     started = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    with _VramPeak() as vram:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(extra)}: ingest failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -67,6 +96,7 @@ def _ingest(folder: Path, model: Path, env: dict[str, str], report: Path, extra:
         "chunks_per_s": round(chunks / wall, 3),
         "pipeline_chunks_per_s": round(chunks / data["seconds"], 3),
         "model_loads": sum(m["loads"] for m in data["models"]),
+        "peak_vram_mib": vram.peak,
     }
     if "actors" in data:
         figures["actors"] = [

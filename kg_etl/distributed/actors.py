@@ -397,7 +397,8 @@ class RayModelPool(ModelPool):
     @property
     def actors(self) -> list[ActorUse]:
         """Every actor of the run: of the groups ended, then of those still running."""
-        return self.ended + [use for group in self._groups.values() for use in group.uses]
+        groups = list(self._groups.values())  # a snapshot: lanes ask for speeds while a group may start
+        return self.ended + [use for group in groups for use in group.uses]
 
     def stats(self) -> ModelStats:
         total = ModelStats()
