@@ -12,9 +12,10 @@ model process:
 Figures: chunks per second of wall time (what a user waits for, Ray's start included) and of the pipeline
 alone (the report's seconds: reading, extraction, writes), Ray's own cost (its start and stop, and its
 overhead over one machine at one actor), each actor's generation speed and its model loads, and the most GPU
-memory in use during the run (nvidia-smi, where there is one). Then the writes a single writer can absorb on the local server (``bench_graph``'s batched writer, chunks and items per
-second): the ceiling that more actors cannot raise. Configurations run in the order given, so ``--rounds 2``
-runs them again in reverse order and keeps each one's fastest: other processes share these cores.
+memory in use during the run (nvidia-smi, where there is one). Then the writes a single writer can absorb on
+the local server (``bench_graph``'s batched writer, chunks and items per second): the ceiling that more actors
+cannot raise. Configurations run in the order given, so ``--rounds 2`` runs them again in reverse order and
+keeps each one's fastest: other processes share these cores.
 """
 
 from __future__ import annotations
