@@ -228,7 +228,7 @@ class ActorGroup:
                     slot.use.add(completion)
                 pending.remove(left[i])
                 out.put((left[i], to_reply(completion)))
-        except ray.exceptions.RayActorError:
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):  # the actor, or its node, died
             self._restarted(slot)
         return pending
 
