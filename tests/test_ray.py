@@ -155,6 +155,7 @@ def test_a_killed_driver_reruns_to_the_same_graph_reingest_is_free_and_claims_ho
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "0 LLM calls" in result.output and "2 already done" in result.output
+    assert "model actor" not in result.output  # a done folder starts no actor: no model is loaded anywhere
     assert snapshot(graph) == reference
 
     # Another driver (on another machine) holds report1.pdf: this one leaves it alone and does report2.pdf,
