@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 L = TypeVar("L", bound=Lane)
-_LOG = logging.getLogger(__name__)
 
 
 class RayOptions(BaseModel):
