@@ -5,6 +5,8 @@ Never set in normal use. ``KG_ETL_TEST_FAULTS`` holds comma-separated hooks:
 - ``probe-crash-repack``: the placement probe segfaults when extra buffer types (weight repacking) are on,
   as llama.cpp's AMX path does on Intel Xeons (``kg_etl.llm.placement``); the plain placement survives.
 - ``worker-crash-after=N``: a model worker segfaults after it has sent N replies (``kg_etl.llm.worker``).
+- ``ray-actor-kill-after=N``: a Ray model actor SIGKILLs itself after it has streamed N replies, once (not
+  again after Ray restarts it) (``kg_etl.distributed.remote``): what a lost node or an OOM kill does.
 
 The crash is a real SIGSEGV (a read of address 0), not an exception: what the parent sees is what it would
 see if llama.cpp itself crashed.

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
-from kg_etl.chunk import approx_tokens, chunk_pages
+from kg_etl.chunk import approx_tokens
 from kg_etl.config import EXTRACTOR_NAMES, IngestSettings, kg_etl_home
 from kg_etl.defaults import CHUNK_TOKENS
+from kg_etl.engine import Document, LocalEngine, RunEngine
 from kg_etl.errors import ConfigError, GraphError, ReadError, WorkerCrashedError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
@@ -44,7 +45,7 @@ from kg_etl.llm.runtime import Tokenizer, peak_rss_mb
 from kg_etl.llm.templates import chat_template_for
 from kg_etl.models import Chunk, DocumentMeta, Page, PageStatus, content_id, sha256_file, text_of
 from kg_etl.owner import is_stale, this_process
-from kg_etl.read import PdfDocument, open_pdf, regular_file_problem
+from kg_etl.read import regular_file_problem
 from kg_etl.registry import REGISTRY, ExtractOptions, row_builders, select_extractors
 
 __all__ = [
@@ -295,12 +296,14 @@ def ingest(
     on_event: EventSink = _ignore,
     should_stop: Callable[[], bool] = _never,
     report: IngestReport | None = None,
+    engine: RunEngine | None = None,
 ) -> IngestReport:
     """Ingest every PDF under ``inputs`` into ``graph``; failures are reported, never raised per file.
 
     ``should_stop`` is polled between batches (Ctrl-C): the run then ends after the batch in hand is
     committed, with the document left to resume. ``report`` is filled in as the run goes, so a caller that
-    passes one has it on every way out, an exception included.
+    passes one has it on every way out, an exception included. ``engine`` says where the models run and the
+    PDFs are read (default: here, one document after the other; ``kg_etl.distributed``: on a Ray cluster).
 
     Raises:
         ConfigError: an input does not exist or an extractor name is unknown.
@@ -314,29 +317,21 @@ def ingest(
     graph.apply_schema()
     started = time.perf_counter()
     report = report if report is not None else IngestReport()
+    engine = engine if engine is not None else LocalEngine()
     run = _Run(
         settings,
         GraphWriter(graph, row_builders((e.name for e in extractors), extract_options(settings))),
-        ModelPool(settings, lambda message: on_event(Event(kind="notice", message=message))),
+        engine.models(settings, lambda message: on_event(Event(kind="notice", message=message))),
         extractors,
         SqliteCache(kg_etl_home() / "cache" / "extractions.sqlite"),
         on_event,
         should_stop,
+        engine,
     )
     on_event(Event(kind="run_start", total=len(paths)))
     try:
-        if not run.warm_up(paths):
-            report.interrupted = True
-            paths = []
-        for path in paths:
-            if should_stop():
-                report.interrupted = True
-                break
-            doc_report = DocumentReport(path=str(path), status=DocStatus.PROCESSING)
-            report.documents.append(doc_report)  # before the work: a crash then still shows where it was
-            run.document(path, doc_report)
-            report.interrupted = doc_report.status == "interrupted"
-            on_event(Event(kind="document_end", path=str(path), report=doc_report))
+        done = run.warm_up(paths) and engine.each_document(run, paths, lambda lane, path: lane.step(path, report))
+        report.interrupted = not done
     finally:
         run.close(report)
         report.seconds = time.perf_counter() - started
@@ -355,8 +350,9 @@ class _Run:
         cache: SqliteCache,
         on_event: EventSink,
         should_stop: Callable[[], bool],
+        engine: RunEngine,
     ) -> None:
-        self.settings, self.writer, self.pool = settings, writer, pool
+        self.settings, self.writer, self.pool, self.engine = settings, writer, pool, engine
         self.extractors, self.cache, self.on_event = extractors, cache, on_event
         self.should_stop = should_stop
         self.owner = this_process()
@@ -377,6 +373,33 @@ class _Run:
         self.warmed: dict[str, tuple[int, int]] = {}  # doc id -> LLM calls and prompt tokens of warm-up passes
         self.pages_shown = 0.0  # how far the progress display's pages bar is, in the current document
         self.covered_before: list[str] = []  # what a done document being reopened already covers
+
+    def fork(self, writer: GraphWriter, on_event: EventSink, should_stop: Callable[[], bool]) -> _Run:
+        """Another lane of this run, for an engine that works on several documents at once.
+
+        It shares the settings, the models and the warm-up records; it has a cache connection and extraction
+        state of its own (an SQLite connection serves one thread), and the writer and event sink it is given,
+        which the engine makes safe to share. ``close_fork`` ends it.
+        """
+        cache = SqliteCache(self.cache.path)
+        lane = _Run(self.settings, writer, self.pool, self.extractors, cache, on_event, should_stop,
+                    self.engine)  # fmt: skip
+        lane.warmed = self.warmed
+        # Failures are remembered for the run, not cached: shared, so no lane asks a model again for what
+        # another lane's pass already gave up on (on one machine, the one extractor remembers them).
+        lane.runner._failed = self.runner._failed
+        return lane
+
+    def close_fork(self) -> None:
+        self.cache.close()
+
+    def step(self, path: Path, report: IngestReport) -> bool:
+        """One document of the writing pass, recorded in ``report``; False when it was interrupted."""
+        doc_report = DocumentReport(path=str(path), status=DocStatus.PROCESSING)
+        report.documents.append(doc_report)  # before the work: a crash then still shows where it was
+        self.document(path, doc_report)
+        self.on_event(Event(kind="document_end", path=str(path), report=doc_report))
+        return doc_report.status != "interrupted"
 
     def close(self, report: IngestReport) -> None:
         report.models = [use for use in self.pool.usage.values() if use.loads]
@@ -410,10 +433,8 @@ class _Run:
         finally:
             report.seconds = time.perf_counter() - started
 
-    def _open(self, path: Path) -> PdfDocument:
-        s = self.settings
-        password = s.password.get_secret_value() if s.password else None
-        return open_pdf(path, password=password, passwords=s.passwords, timeout_s=s.read_timeout)
+    def _open(self, path: Path) -> Document:
+        return self.engine.open(path, self.settings)
 
     @functools.cached_property
     def coverage(self) -> list[str]:
@@ -449,7 +470,7 @@ class _Run:
             if report.status != DocStatus.DONE:
                 self._release(meta.id)
 
-    def _claimed(self, doc: PdfDocument, report: DocumentReport) -> None:
+    def _claimed(self, doc: Document, report: DocumentReport) -> None:
         meta = doc.meta
         self.pages_shown = 0.0
         self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))
@@ -476,7 +497,7 @@ class _Run:
         with contextlib.suppress(GraphError):
             self.writer.release(doc_id, self.owner)
 
-    def _chunks(self, doc: PdfDocument, runner: BatchExtractor, report: DocumentReport) -> bool:
+    def _chunks(self, doc: Document, runner: BatchExtractor, report: DocumentReport) -> bool:
         """Extract and write every chunk not yet in the graph; False when stopped before the end."""
         done = self.writer.done_chunk_ids(doc.meta.id, self.coverage)
         pages = self._noting_pages(doc.pages(), report, Path(doc.meta.path))
@@ -573,15 +594,8 @@ class _Run:
         self.writer.write_document_summary(meta.id, result.summary)
         report.extractions["document_summary"] = 1
 
-    def _chunk(self, doc: PdfDocument, pages: Iterator[Page]) -> Iterator[Chunk]:
-        s = self.settings
-        return chunk_pages(
-            pages,
-            doc.meta.id,
-            max_tokens=s.chunk_tokens,
-            overlap_tokens=s.overlap_tokens,
-            count_tokens=self.count_tokens,
-        )
+    def _chunk(self, doc: Document, pages: Iterator[Page]) -> Iterator[Chunk]:
+        return self.engine.chunks(doc, pages, self.settings, self.count_tokens)
 
     def _noting_pages(self, pages: Iterator[Page], report: DocumentReport, path: Path) -> Iterator[Page]:
         for page in pages:
@@ -621,23 +635,23 @@ class _Run:
             mine = [e.name for e in self.extractors if self.settings.model_for(e.name) == ref]
             message = f"pass {n}/{len(self.order)}: {Path(ref).stem} runs {', '.join(mine)} over every document"
             self.on_event(Event(kind="notice", message=message))
-            stopped = any(not self._warm_document(path, self.backends[ref]) for path in paths)
+            done = self.engine.each_document(self, paths, functools.partial(_Run._warm_document, ref=ref))
             self.pool.release(ref)
-            if stopped:
+            if not done:
                 return False
         return True
 
-    def _warm_document(self, path: Path, backend: Backend) -> bool:
+    def _warm_document(self, path: Path, ref: str) -> bool:
         """One model's share of one document; unreadable or finished documents are left to the writing pass."""
         try:
             doc = self._open(path)
             if self._settled(*self.writer.document_state(doc.meta.id)):
                 return True
-            return self._warm_chunks(doc, backend)
+            return self._warm_chunks(doc, self.backends[ref])
         except ReadError:
             return True  # the writing pass reads it again and reports why it failed
 
-    def _warm_chunks(self, doc: PdfDocument, backend: Backend) -> bool:
+    def _warm_chunks(self, doc: Document, backend: Backend) -> bool:
         meta = doc.meta
         self.pages_shown = 0.0
         self.on_event(Event(kind="document_start", path=meta.path, total=meta.n_pages))

@@ -55,5 +55,5 @@ def test_the_command_line_loads_no_library_it_does_not_need_for_help() -> None:
     loaded = set(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     )
-    heavy = {"langchain_core", "neo4j", "llama_cpp", "numpy", "pydantic", "rich", "pypdf"}
+    heavy = {"langchain_core", "neo4j", "llama_cpp", "numpy", "pydantic", "rich", "pypdf", "ray"}
     assert not heavy & loaded, f"imported just for --help: {sorted(heavy & loaded)}"

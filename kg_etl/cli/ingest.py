@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +151,55 @@ __all__ = ["ingest"]
     help="Write a JSON report of the run (per document: pages, chunks, extractions, failures, seconds).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    envvar="RAY_ADDRESS",
+    help="Run the models on a Ray cluster: local (a Ray started for this run), auto (the cluster this machine "
+    "belongs to) or an address; needs kg-etl[ray] [env RAY_ADDRESS].",
+)
+@click.option(
+    "--ray-actors",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="With --ray: model actors, each holding one resident model for the whole run.",
+)
+@click.option(
+    "--ray-gpus-per-actor",
+    type=click.FloatRange(0),
+    help="With --ray: GPUs per actor, fractional to share one (0.25: four actors per GPU) [default: 1 where "
+    "the cluster has GPUs, else 0].",
+)
+@click.option(
+    "--ray-cpus-per-actor",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="With --ray: CPUs each actor reserves; its llama.cpp threads, unless --threads says otherwise.",
+)
 @graph_options
 @click.pass_context
 def ingest(
-    ctx: click.Context, /, inputs: tuple[Path, ...], report_path: Path | None, quiet: bool, **options: Any
+    ctx: click.Context,
+    /,
+    inputs: tuple[Path, ...],
+    report_path: Path | None,
+    quiet: bool,
+    ray_address: str | None,
+    ray_actors: int,
+    ray_gpus_per_actor: float | None,
+    ray_cpus_per_actor: float,
+    **options: Any,
 ) -> None:
     """Read PDFs (files or folders), extract knowledge with the local model, and write it to the graph.
 
     Re-running on the same files is safe: finished documents are skipped, interrupted ones resume. Ctrl-C
     stops after the batch in hand is committed (twice: at once, the open batch rolled back).
+
+    With --ray, the models run on Ray actors (on many GPUs or machines) and several documents are worked on
+    at once; the graph is the same as one machine's, written by this process alone.
 
     Exit codes: 0 all done; 1 some documents or chunks failed; 2 bad options; 3 nothing could be done
     (graph unreachable, model missing); 4 the model's worker process crashed (rerun to resume); 130 interrupted.
@@ -168,14 +210,12 @@ def ingest(
       kg-etl ingest report.pdf --model lfm2-350m-q4_k_m --extract facts,qa,validate
       kg-etl ingest pdfs/ --model-for validate=lfm2-700m-q4_k_m --report run.json
       kg-etl ingest papers/ --schema papers --extract facts,qa,validate
+      kg-etl ingest pdfs/ --ray auto --ray-actors 4 --ray-gpus-per-actor 0.25
     """
-    from kg_etl.pipeline import IngestReport
-    from kg_etl.pipeline import ingest as run_ingest
-
     graph = {k: options.pop(k) for k in ("neo4j_uri", "neo4j_username", "neo4j_password", "neo4j_database")}
     settings = _settings(ctx, options, ctx.find_root().obj["passwords"])
+    run_ingest, report = _runner(ray_address, ray_actors, ray_gpus_per_actor, ray_cpus_per_actor)
     _check_before_start(settings, report_path)
-    report = IngestReport()
     try:
         with open_graph(**graph) as conn, _IngestDisplay(quiet) as display, _GracefulStop() as stop:
             run_ingest(
@@ -192,6 +232,28 @@ def ingest(
         sys.exit(EXIT_INTERRUPTED)
     if not report.ok:
         sys.exit(EXIT_PARTIAL)
+
+
+def _runner(address: str | None, actors: int, gpus: float | None, cpus: float) -> tuple[Callable[..., Any], Any]:
+    """The ingest to run (one machine's, or on Ray) and its report; Ray is imported only when asked for.
+
+    Raises:
+        ConfigError: --ray without Ray installed (one line, before anything starts).
+    """
+    if not address:
+        from kg_etl.pipeline import IngestReport
+        from kg_etl.pipeline import ingest as run_ingest
+
+        return run_ingest, IngestReport()
+    from kg_etl.distributed import RayIngestReport, RayOptions, ingest_on_ray, require_ray
+
+    require_ray()
+    options = RayOptions(address=address, actors=actors, gpus_per_actor=gpus, cpus_per_actor=cpus)
+    return functools.partial(_on_ray, ingest_on_ray, options), RayIngestReport()
+
+
+def _on_ray(run: Callable[..., Any], options: Any, inputs: list[Path], graph: Any, settings: Any, **kw: Any) -> Any:
+    return run(inputs, graph, settings, options, **kw)
 
 
 def _settings(ctx: click.Context, options: dict[str, Any], passwords: dict[str, str]) -> Any:
@@ -308,11 +370,12 @@ class _GracefulStop:
 
 
 class _IngestDisplay:
-    """A rich progress display fed by pipeline events: files, pages of the current file, what the model does.
+    """A rich progress display fed by pipeline events: files, pages of each file in hand, what the model does.
 
-    The pages bar moves with every reply (a batch's share of its pages), so its ETA is there from the first
+    A pages bar moves with every reply (a batch's share of its pages), so its ETA is there from the first
     replies and stays current; the stage (which extractors, the validation pass, the document summary) and
-    the generation speed have columns of their own. Notices print above it, through the same console.
+    the generation speed have columns of their own. One machine works on one file at a time, so one pages bar
+    shows; a run on Ray shows one for each file in hand. Notices print above it, through the same console.
     """
 
     def __init__(self, quiet: bool) -> None:
@@ -338,7 +401,7 @@ class _IngestDisplay:
             speed_estimate_period=600,  # a slow CPU run may take minutes per batch: keep that history
         )
         self.files = self.progress.add_task("files", total=None, stage="", speed="")
-        self.pages = self.progress.add_task("pages", total=None, stage="", speed="", visible=False)
+        self.pages: dict[str, Any] = {}  # file in hand -> its pages bar
 
     def __enter__(self) -> _IngestDisplay:
         self.progress.start()
@@ -352,23 +415,43 @@ class _IngestDisplay:
 
         p = self.progress
         speed: dict[str, Any] = {"speed": f"{event.tokens_per_s:.0f} tok/s"} if event.tokens_per_s else {}
+        bar = self.pages.get(event.path)
         if event.kind == "notice":
             p.console.print(text_of(event.message), highlight=False, markup=False, soft_wrap=True)
         elif event.kind == "run_start":
             p.update(self.files, total=event.total)
         elif event.kind == "document_start":
-            name = text_of(Path(event.path).name)[:40]
-            p.reset(self.pages, description=name, total=event.total, visible=True, stage="", speed="")
-        elif event.kind == "stage":
-            p.update(self.pages, stage=event.message)
-        elif event.kind == "progress":
-            moved: dict[str, Any] = {"completed": event.done} if event.done is not None else {}
-            p.update(self.pages, stage=event.message, **moved, **speed)
-        elif event.kind == "batch":
-            p.update(self.pages, completed=event.done, **speed)
+            self._start(event.path, event.total)
         elif event.kind == "document_end":
             p.advance(self.files)
-            p.update(self.pages, visible=False)
+            if bar is not None:
+                p.remove_task(self.pages.pop(event.path))
+        elif bar is None:  # a file whose pages are all done, its bar gone while its last steps run
+            return
+        elif event.kind == "stage":
+            p.update(bar, stage=event.message)
+        elif event.kind == "progress":
+            moved: dict[str, Any] = {"completed": event.done} if event.done is not None else {}
+            p.update(bar, stage=event.message, **moved, **speed)
+        elif event.kind == "batch":
+            p.update(bar, completed=event.done, **speed)
+
+    def _start(self, path: str, pages: int | None) -> None:
+        """A pages bar for a file now in hand; the bars of files whose pages are all done go (a warm-up pass
+        over a file ends without a document_end)."""
+        p = self.progress
+        for other, bar in list(self.pages.items()):
+            if other == path or p.tasks[p.task_ids.index(bar)].finished:
+                p.remove_task(self.pages.pop(other))
+        name = _label(path)
+        self.pages[path] = p.add_task(name, total=pages, stage="", speed="")
+
+
+def _label(path: str) -> str:
+    """A file's name as a bar's label: printable, and short enough to leave room for the bar."""
+    from kg_etl.models import text_of
+
+    return text_of(Path(path).name)[:40]
 
 
 def _print_summary(report: Any) -> None:
@@ -391,6 +474,7 @@ def _print_summary(report: Any) -> None:
         f"({bad_chunks} with failed extractions), {qa}{report.llm_calls} LLM calls, {report.seconds:.1f} s; "
         f"{models}; {memory}"
     )
+    _print_actors(report)
     for doc in failed:
         say(f"  failed: {doc.path}: {doc.reason}")
     for doc in report.documents:
@@ -398,3 +482,16 @@ def _print_summary(report: Any) -> None:
             say(f"  {Path(doc.path).name}: {f.extractor} failed after {f.attempts} tries: {f.error}")
     if report.interrupted:
         say("interrupted: rerun the same command to resume")
+
+
+def _print_actors(report: Any) -> None:
+    """With --ray: each model actor's node, speed, loads and restarts."""
+    actors = getattr(report, "actors", None)
+    if not actors:
+        return
+    say(f"Ray ({report.cluster}): {len(actors)} model actors on {report.nodes} node(s), {report.lanes} documents "
+        f"at once, {report.actor_restarts} actor restarts")  # fmt: skip
+    for a in actors:
+        speed = f"{a.tokens_per_s:.1f} tok/s" if a.tokens_per_s else "no replies"
+        say(f"  actor {a.index + 1} ({a.model}) on {a.node or '?'}: {a.calls} replies, {speed}, "
+            f"loaded {a.loads}x, {a.restarts} restarts")  # fmt: skip

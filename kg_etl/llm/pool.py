@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from kg_etl.config import IngestSettings
 from kg_etl.defaults import PARALLEL, PARALLEL_CPU
-from kg_etl.extract.base import Job, OnReply, Reply
+from kg_etl.extract.base import Backend, Job, OnReply, Reply
 from kg_etl.llm.placement import resolve_placement
 from kg_etl.llm.protocol import WorkerSpec
 from kg_etl.llm.registry import resolve_model, spec_for
@@ -77,7 +77,7 @@ class ModelPool:
             self._tokenizers[ref] = Tokenizer(self.path(ref))
         return self._tokenizers[ref]
 
-    def backend(self, ref: str) -> WorkerBackend:
+    def backend(self, ref: str) -> Backend:
         """The model's backend, starting its worker (and first ending the resident one, unless kept) if needed."""
         resident = self._resident.get(ref)
         if resident is None:
