@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from kg_etl import defaults as d
 from kg_etl.defaults import DEFAULT_CATEGORIES, DEFAULT_MODEL, EXTRACTOR_NAMES, HOME_ENV, KNOWN_EXTRACTORS, kg_etl_home
@@ -51,6 +51,12 @@ class IngestSettings(BaseModel):
     categories: tuple[str, ...] = Field(
         default=DEFAULT_CATEGORIES, min_length=1, description="the label set chunks and documents are classified into"
     )
+    llm_url: str | None = Field(
+        default=None, description="an OpenAI-compatible server (llama-server, vLLM, Ollama's /v1) instead of a GGUF"
+    )
+    llm_model: str | None = Field(default=None, description="the server's model; None: the first it lists")
+    llm_api_key: SecretStr | None = Field(default=None, description="the server's API key, if it wants one")
+    llm_concurrency: int = Field(default=d.LLM_CONCURRENCY, ge=1, le=256, description="requests in flight at once")
     user_schema: str | None = Field(
         default=None, description="the user's own schema: a TOML file, a shipped example's name, or module:NAME"
     )
@@ -82,6 +88,12 @@ class IngestSettings(BaseModel):
         if unknown:
             raise ValueError(f"unknown extractor(s) {', '.join(unknown)}; choose from {','.join(KNOWN_EXTRACTORS)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_model(self) -> IngestSettings:
+        if self.llm_url is not None and self.extractor_models:
+            raise ValueError("--llm runs every extractor on the server's model; drop --model-for (or --llm)")
+        return self
 
     def extractor_names(self) -> tuple[str, ...]:
         """The extractors of the run: those asked for, and the user schema's extractor when a schema is given."""

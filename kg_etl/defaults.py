@@ -24,6 +24,7 @@ __all__ = [
     "GPU_LAYERS",
     "HOME_ENV",
     "KNOWN_EXTRACTORS",
+    "LLM_CONCURRENCY",
     "N_CTX",
     "OVERLAP_TOKENS",
     "PARALLEL",
@@ -76,6 +77,9 @@ READ_TIMEOUT_S = 120.0  # seconds of PDF parsing allowed per file
 CHUNK_TOKENS = 512
 OVERLAP_TOKENS = 64
 CONNECT_TIMEOUT_S = 30.0  # keep retrying a graph database that is still starting
+# Requests in flight at once to a model server (--llm): enough to keep a batching server (vLLM,
+# llama-server with parallel slots) busy; a one-at-a-time server queues them at no cost.
+LLM_CONCURRENCY = 4
 
 
 def kg_etl_home() -> Path:

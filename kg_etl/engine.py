@@ -86,9 +86,14 @@ class RunEngine(Protocol):
 
 
 class LocalEngine:
-    """One machine: models in worker processes here, PDFs read here, documents one after the other."""
+    """One machine: models in worker processes here (or on the user's model server, ``--llm``), PDFs read here,
+    documents one after the other."""
 
     def models(self, settings: IngestSettings, notify: Callable[[str], None]) -> ModelPool:
+        if settings.llm_url is not None:
+            from kg_etl.llm.server import ServerPool  # LangChain's OpenAI client only when asked for
+
+            return ServerPool(settings, notify)
         return ModelPool(settings, notify)
 
     def open(self, path: Path, settings: IngestSettings) -> PdfDocument:

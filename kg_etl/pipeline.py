@@ -28,7 +28,7 @@ from kg_etl.chunk import approx_tokens
 from kg_etl.config import EXTRACTOR_NAMES, IngestSettings, kg_etl_home
 from kg_etl.defaults import CHUNK_TOKENS
 from kg_etl.engine import Document, LocalEngine, RunEngine
-from kg_etl.errors import ConfigError, GraphError, ReadError, WorkerCrashedError
+from kg_etl.errors import ConfigError, GraphError, ModelError, ReadError, WorkerCrashedError
 from kg_etl.extract.base import Backend, ChunkExtraction, ExtractionFailure, Extractor
 from kg_etl.extract.cache import SqliteCache
 from kg_etl.extract.run import REDUCE_BUDGET, BatchExtractor
@@ -243,6 +243,9 @@ def check_models(settings: IngestSettings) -> None:
         ModelError: a GGUF without a chat template, of an architecture kg-etl knows no template for.
         ConfigError: --chat-template names neither a built-in template nor a readable file.
     """
+    if settings.llm_url is not None:
+        _check_server(settings)
+        return
     for ref in dict.fromkeys([settings.model, *settings.extractor_models.values()]):
         path = resolve_model(ref, download=settings.download)
         tokenizer = Tokenizer(path)
@@ -250,6 +253,23 @@ def check_models(settings: IngestSettings) -> None:
             chat_template_for(tokenizer.metadata, settings.chat_template, path.name)
         finally:
             tokenizer.close()
+
+
+def _check_server(settings: IngestSettings) -> None:
+    """The model server answers and serves the model named (``--llm``, ``--llm-model``).
+
+    Raises:
+        ModelError: it cannot be reached, refuses the key, or does not list the model named.
+        ConfigError: the server extra is not installed.
+    """
+    from kg_etl.llm.server import served_models  # LangChain's OpenAI client only when asked for
+
+    assert settings.llm_url is not None
+    served = served_models(settings)
+    if settings.llm_model is not None and served and settings.llm_model not in served:
+        raise ModelError(
+            f"{settings.llm_url} does not serve {settings.llm_model!r}; it serves {', '.join(served[:5])} (--llm-model)"
+        )
 
 
 def sequence_context(extractors: Sequence[Extractor], chunk_tokens: int, count_tokens: Callable[[str], int]) -> int:

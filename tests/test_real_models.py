@@ -23,7 +23,9 @@ from kg_etl.config import IngestSettings
 from kg_etl.eval.gold import default_gold_dir, load_gold
 from kg_etl.eval.session import EvalItem, EvalModel
 from kg_etl.extract.qa import QAPairs
+from kg_etl.extract.schema import load_schema
 from kg_etl.extract.validate import Validations
+from kg_etl.pipeline import run_extractors
 from kg_etl.registry import select_extractors
 from kg_etl.samples import make_pdf
 
@@ -107,3 +109,53 @@ def test_gemma_runs_every_extractor_and_the_validation_pass(gemma_path: Path) ->
             validations = out.results["validate"]
             assert isinstance(validations, Validations) and len(validations.items) == len(pairs.pairs)
         assert {key for counts in model.outcomes.values() for key in counts} <= {"first_try", "after_retries", "failed"}
+
+
+PAPER = [
+    ["Deep Nets for Cats was written by Alice Smith and Bob Jones at the University of Leeds in 2021."],
+    ["The paper proposes CatNet, a convolutional network trained on ImageNet.",
+     "CatNet reached an accuracy of 91.2 percent on ImageNet."],
+]  # fmt: skip
+
+
+def test_smollm2_ingests_with_the_papers_schema_into_declared_types_only(
+    smollm2_path: Path, graph_env: object, graph: neo4j.Driver, tmp_path: Path
+) -> None:
+    """The user's schema on a real model: a valid reply or a recorded failure, and nothing undeclared."""
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    make_pdf(folder / "cats.pdf", PAPER, title="Deep Nets for Cats")
+    args = ["ingest", str(folder), "--model", str(smollm2_path), "--schema", "papers", "--extract", "schema"]
+    args += ["--deterministic", "--quiet", "--chunk-tokens", "64", "--overlap-tokens", "0"]
+    first = CliRunner().invoke(cli, [*args, "--report", str(tmp_path / "first.json")], catch_exceptions=False)
+    assert first.exit_code in (0, 1), first.output
+    doc = json.loads((tmp_path / "first.json").read_text())["documents"][0]
+    assert doc["status"] == "done" and doc["chunks"] >= 1
+    assert doc["extractions"].get("schema", 0) + len(doc["failures"]) >= doc["chunks"]
+    schema = load_schema("papers")
+    labels = {r["label"] for r in graph.execute_query("MATCH (n:SchemaNode) UNWIND labels(n) AS label "
+                                                       "RETURN DISTINCT label").records}  # fmt: skip
+    types = {r["type"] for r in graph.execute_query("MATCH (:SchemaNode)-[r]->(:SchemaNode) "
+                                                     "RETURN DISTINCT type(r) AS type").records}  # fmt: skip
+    assert labels <= {"SchemaNode", *schema.labels()} and types <= set(schema.relationship_types())
+    again = CliRunner().invoke(cli, [*args, "--report", str(tmp_path / "again.json")], catch_exceptions=False)
+    assert json.loads((tmp_path / "again.json").read_text())["llm_calls"] == 0, again.output
+
+
+def test_gemma_extracts_with_the_contracts_schema(gemma_path: Path) -> None:
+    text = (
+        "Acme Ltd shall deliver 500 chairs to Birch Hotels by 1 March 2027. Birch Hotels shall pay Acme Ltd "
+        "EUR 40,000 within 30 days of delivery."
+    )
+    settings = IngestSettings(
+        model=str(gemma_path), deterministic=True, download=False, extractors=("schema",), user_schema="contracts"
+    )
+    with EvalModel(settings) as model:
+        [out] = model.extract([EvalItem(id="contract", text=text)], run_extractors(settings))
+    schema = load_schema("contracts")
+    result = out.results.get("schema")
+    assert result is not None or [f.extractor for f in out.failures] == ["schema"]
+    if result is not None:
+        reply = result.model_dump()
+        assert {node["type"] for node in reply["nodes"]} <= set(schema.labels())
+        assert {rel["type"] for rel in reply.get("relationships", [])} <= set(schema.relationship_types())

@@ -60,6 +60,33 @@ __all__ = ["ingest"]
 )
 @click.option("--no-download", is_flag=True, help="Never download a model; fail if it is not on disk.")
 @click.option(
+    "--llm",
+    "llm_url",
+    metavar="URL",
+    envvar="KG_ETL_LLM",
+    help="Use a model server you run instead of a GGUF: any OpenAI-compatible endpoint, e.g. "
+    "http://localhost:8080/v1 (llama-server, vLLM, Ollama's /v1); needs kg-etl[server] [env KG_ETL_LLM].",
+)
+@click.option(
+    "--llm-model",
+    envvar="KG_ETL_LLM_MODEL",
+    help="The server's model to use [env KG_ETL_LLM_MODEL; default: the first it lists].",
+)
+@click.option(
+    "--llm-concurrency",
+    default=d.LLM_CONCURRENCY,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    envvar="KG_ETL_LLM_CONCURRENCY",
+    help="Requests sent to the server at once [env KG_ETL_LLM_CONCURRENCY].",
+)
+@click.option(
+    "--llm-api-key",
+    envvar="KG_ETL_LLM_API_KEY",
+    hidden=True,  # a key belongs in the environment, not in shell history: KG_ETL_LLM_API_KEY
+    help="The server's API key [env KG_ETL_LLM_API_KEY].",
+)
+@click.option(
     "--extract",
     default=",".join(d.EXTRACTOR_NAMES),
     show_default=True,
@@ -211,9 +238,12 @@ def ingest(
       kg-etl ingest pdfs/ --model-for validate=lfm2-700m-q4_k_m --report run.json
       kg-etl ingest papers/ --schema papers --extract facts,qa,validate
       kg-etl ingest pdfs/ --ray auto --ray-actors 4 --ray-gpus-per-actor 0.25
+      kg-etl ingest pdfs/ --llm http://localhost:8080/v1 --llm-concurrency 8
     """
     graph = {k: options.pop(k) for k in ("neo4j_uri", "neo4j_username", "neo4j_password", "neo4j_database")}
     settings = _settings(ctx, options, ctx.find_root().obj["passwords"])
+    if ray_address and settings.llm_url:
+        raise click.UsageError("--ray and --llm: a model server scales on its own; raise --llm-concurrency instead")
     run_ingest, report = _runner(ray_address, ray_actors, ray_gpus_per_actor, ray_cpus_per_actor)
     _check_before_start(settings, report_path)
     try:
@@ -265,6 +295,7 @@ def _settings(ctx: click.Context, options: dict[str, Any], passwords: dict[str, 
 
     options = dict(options)
     password, categories, preset = options.pop("pdf_password"), options.pop("categories"), options.pop("preset")
+    api_key = options.pop("llm_api_key")
     extractor_models = _extractor_models(options.pop("model_for"))
     if preset is not None:  # the preset's models, where the user named none of their own
         chosen = PRESETS[preset]
@@ -282,6 +313,7 @@ def _settings(ctx: click.Context, options: dict[str, Any], passwords: dict[str, 
         "extractor_models": extractor_models,
         "categories": _split(categories) if categories is not None else d.DEFAULT_CATEGORIES,
         "password": SecretStr(password) if password else None,
+        "llm_api_key": SecretStr(api_key) if api_key else None,
         "passwords": passwords,
     }
     try:
@@ -461,8 +493,9 @@ def _print_summary(report: Any) -> None:
     chunks = sum(d.chunks_written for d in report.documents)
     bad_chunks = sum(d.chunks_failed for d in report.documents)
     pairs, valid = sum(d.qa_pairs for d in report.documents), sum(d.qa_valid for d in report.documents)
-    where = "GPU" if report.gpu_offload else "CPU"
-    models = "no model loaded" if not report.models else f"{report.model} on the {where}"
+    where = "the GPU" if report.gpu_offload else "the CPU"
+    server = next((m.server for m in report.models if m.server), None)
+    models = "no model loaded" if not report.models else f"{report.model} on {server or where}"
     if len(report.models) > 1:
         models += f" (at most {report.max_resident_models} loaded at once)"
     memory = f"peak memory {report.peak_rss_mb or 0:.0f} MiB here"

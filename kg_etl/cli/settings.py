@@ -15,7 +15,7 @@ from kg_etl.errors import ConfigError
 
 __all__ = ["config", "init", "starter"]
 
-_SECRET_PARAMS = {"neo4j_password", "pdf_password"}
+_SECRET_PARAMS = {"neo4j_password", "pdf_password", "llm_api_key"}
 _SOURCES = {
     click.core.ParameterSource.ENVIRONMENT: "environment",
     click.core.ParameterSource.DEFAULT_MAP: "config file",

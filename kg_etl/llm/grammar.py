@@ -51,6 +51,7 @@ __all__ = [
     "llama_grammar",
     "max_tokens_for",
     "never_null",
+    "not_copied",
     "parse_reply",
     "schema_grammar",
 ]
@@ -164,6 +165,45 @@ def copy_spans(source: str, max_chars: int, min_chars: int = 1, max_words: int =
     crosses a bracket, quote, colon or semicolon, and fits ``min_chars..max_chars``.
     """
     return [span for _, span in _span_runs(source, max_chars, min_chars, max_words)]
+
+
+def not_copied(result: BaseModel, source: str) -> list[str]:
+    """The values of ``result``'s ``COPY`` fields that are not in ``source``, for backends without a grammar.
+
+    A server model cannot be held to the text's spans while it writes; its reply is checked instead. The
+    check is looser than the grammar: the value's words must occur in the text in a row, whatever the case,
+    spacing and punctuation between them.
+    """
+    if not source:
+        return []
+    text = " " + " ".join(_WORD.findall(source.casefold())) + " "
+    missing = []
+    for value in _copied_values(result, result.model_json_schema()):
+        words = " ".join(_WORD.findall(value.casefold()))
+        if words and f" {words} " not in text:
+            missing.append(value)
+    return missing
+
+
+def _copied_values(value: Any, schema: Mapping[str, Any], defs: Mapping[str, Any] | None = None) -> list[str]:
+    """The strings of ``value`` (a model, list or scalar) where ``schema`` marks them ``COPY``."""
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return _copied_values(value, defs[schema["$ref"].removeprefix("#/$defs/")], defs)
+    if isinstance(value, BaseModel):
+        props = schema.get("properties", {})
+        return [v for name, sub in props.items() for v in _copied_values(getattr(value, name, None), sub, defs)]
+    if isinstance(value, list):
+        return [v for item in value for v in _copied_values(item, schema.get("items", {}), defs)]
+    if isinstance(value, str) and schema.get(COPY):
+        return [value]
+    options = [*schema.get("anyOf", []), *schema.get("oneOf", [])]
+    if value is None or not options:
+        return []
+    if isinstance(value, BaseModel):  # a union of models: the option this value is an instance of
+        resolved = [defs.get(o.get("$ref", "").removeprefix("#/$defs/"), o) for o in options]
+        options = [o for o in resolved if o.get("title") == type(value).__name__] or options[:1]
+    return [v for option in options for v in _copied_values(value, option, defs)]
 
 
 def never_null(schema: dict[str, Any]) -> None:

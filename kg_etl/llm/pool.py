@@ -36,6 +36,7 @@ class ModelUse(BaseModel):
     model_id: str
     loads: int = 0
     offloaded: bool = False
+    server: str | None = Field(default=None, description="the model server it ran on (--llm), if not here")
     placement: str = Field(default="", description="CPU weights: repacked, or plain (and why)")
     threads: int = 0
     calls: int = 0
