@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +21,23 @@ __all__ = [
     "Job",
     "OnReply",
     "Reply",
+    "once_each",
 ]
+
+
+T = TypeVar("T")
+
+
+def once_each(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
+    """``items`` without repeats (by ``key``), first mentions kept: greedy small models repeat an item up to
+    a list's limit (SmolLM2-135M wrote one sentence six times), which says it once."""
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        if key(item) not in seen:
+            seen.add(key(item))
+            unique.append(item)
+    return unique
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kg_etl.extract.base import Extractor
+from kg_etl.extract.base import Extractor, once_each
 from kg_etl.llm.grammar import COPY, LOWER, never_null
 
 __all__ = ["FACTS", "EntityType", "Fact", "Facts", "Triple"]
@@ -84,15 +84,8 @@ class Facts(BaseModel):
     @field_validator("facts")
     @classmethod
     def _once_each(cls, facts: list[Fact]) -> list[Fact]:
-        """Each statement once: greedy small models repeat one sentence up to the limit (SmolLM2-135M: 6 times)."""
-        seen: set[str] = set()
-        unique = []
-        for fact in facts:
-            key = _plain(fact.statement)
-            if key not in seen:
-                seen.add(key)
-                unique.append(fact)
-        return unique
+        """Each statement once."""
+        return once_each(facts, lambda fact: _plain(fact.statement))
 
 
 def _plain(text: str) -> str:

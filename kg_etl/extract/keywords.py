@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kg_etl.extract.base import Extractor
+from kg_etl.extract.base import Extractor, once_each
 from kg_etl.llm.grammar import COPY
 
 __all__ = ["KEYWORDS", "Keyword", "Keywords"]
@@ -35,15 +35,8 @@ class Keywords(BaseModel):
     @field_validator("keywords")
     @classmethod
     def _once_each(cls, keywords: list[Keyword]) -> list[Keyword]:
-        """Each term once (the first, most relevant, mention): small models repeat one term up to the limit."""
-        seen: set[str] = set()
-        unique = []
-        for keyword in keywords:
-            key = " ".join(keyword.term.casefold().split())
-            if key not in seen:
-                seen.add(key)
-                unique.append(keyword)
-        return unique
+        """Each term once (the first, most relevant, mention)."""
+        return once_each(keywords, lambda keyword: " ".join(keyword.term.casefold().split()))
 
 
 KEYWORDS = Extractor(
