@@ -28,6 +28,9 @@ __all__ = [
     "PARALLEL_CPU",
     "READ_TIMEOUT_S",
     "RETRIES",
+    "VIEW_DEPTH",
+    "VIEW_LIMIT",
+    "VIEW_OUTPUT",
     "kg_etl_home",
     "private_dir",
 ]
@@ -67,6 +70,10 @@ READ_TIMEOUT_S = 120.0  # seconds of PDF parsing allowed per file
 CHUNK_TOKENS = 512
 OVERLAP_TOKENS = 64
 CONNECT_TIMEOUT_S = 30.0  # keep retrying a graph database that is still starting
+# kg-etl view: hops from the start nodes, and the most nodes one page holds (a browser lays out ~2,000 in seconds).
+VIEW_DEPTH = 1
+VIEW_LIMIT = 1000
+VIEW_OUTPUT = "graph.html"
 
 
 def kg_etl_home() -> Path:
