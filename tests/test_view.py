@@ -366,3 +366,12 @@ def test_open_starts_the_users_browser_on_the_page(
     result = CliRunner().invoke(cli, ["view", "--open", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert seen.read_text() == out.resolve().as_uri()
+
+
+def test_without_chromium_the_browser_tests_fail_saying_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import chromium
+
+    monkeypatch.setattr(chromium, "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(chromium.ChromiumError, match=r"`\.ci/run` installs it"):
+        chromium.chromium_path()

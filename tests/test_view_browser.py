@@ -109,6 +109,14 @@ def _click_on(page: Page, selector: str) -> None:
     page.click(box["x"], box["y"])
 
 
+def _click_node(page: Page, key: str) -> None:
+    """Click a node as a user would after zooming in on it: no other node or the legend lies over it then."""
+    page.evaluate(f"(() => {{ const cy = kgView.cy, node = cy.getElementById({json.dumps(key)});"
+                  " cy.zoom(2.5); cy.center(node); })()")  # fmt: skip
+    at = page.evaluate(f"kgView.at({json.dumps(key)})")
+    page.click(at["x"], at["y"])
+
+
 def test_the_page_holds_every_node_and_relationship_of_the_graph(page: Page, ingested: Ingested) -> None:
     assert ingested.chunks >= 3 and ingested.nodes > 30
     counts = page.evaluate("({nodes: kgView.nodes, edges: kgView.edges, body: {...document.body.dataset}})")
@@ -127,16 +135,15 @@ def test_the_page_holds_every_node_and_relationship_of_the_graph(page: Page, ing
 
 
 def test_clicking_a_node_shows_its_properties_and_its_citation_highlighted(page: Page, ingested: Ingested) -> None:
-    at = page.evaluate(f"kgView.at({json.dumps(ingested.question_key)})")
-    page.click(at["x"], at["y"])
+    _click_node(page, ingested.question_key)
+    assert page.evaluate("document.getElementById('panel').dataset.key") == ingested.question_key
     panel = page.evaluate("document.getElementById('panel').innerText")
     assert QUESTION in panel and "cells.pdf, p. 1, chunk 0" in panel
     assert "verdict\tvalid" in panel and "evidence\t" + EVIDENCE in panel
     marks = page.evaluate("[...document.querySelectorAll('#panel mark')].map(m => m.textContent)")
     assert marks == ["ATP stores   energy in cells."]
 
-    at = page.evaluate(f"kgView.at({json.dumps(ingested.document_key)})")
-    page.click(at["x"], at["y"])
+    _click_node(page, ingested.document_key)
     panel = page.evaluate("document.getElementById('panel').innerText")
     assert "Energy in cells" in panel and "name\tbiology.pdf" in panel and "status\tdone" in panel
     assert page.errors() == []
@@ -154,8 +161,8 @@ def test_search_finds_a_node_and_shows_it(page: Page) -> None:
 
 
 def test_a_screenshot_of_the_page_is_not_blank(page: Page, ingested: Ingested) -> None:
-    page.evaluate("document.getElementById('search').value = ''; document.getElementById('search')"
-                  ".dispatchEvent(new Event('input'))")  # fmt: skip
+    search = "document.getElementById('search')"
+    page.evaluate(f"{search}.value = ''; {search}.dispatchEvent(new Event('input')); kgView.cy.fit(undefined, 30); 0")
     shot = page.screenshot(ingested.folder / "view.png")
     with Image.open(shot) as image:
         size = image.size

@@ -61,7 +61,7 @@
     style: [
       {selector: 'node', style: {
         'background-color': 'data(color)', shape: 'data(shape)', width: 'data(size)', height: 'data(size)',
-        label: 'data(label)', 'font-size': 9, color: '#333', 'text-valign': 'bottom', 'text-margin-y': 3,
+        label: 'data(label)', 'font-size': 10, color: '#333', 'text-valign': 'bottom', 'text-margin-y': 3,
         'text-wrap': 'ellipsis', 'text-max-width': '140px', 'min-zoomed-font-size': 7}},
       {selector: 'node.Document', style: {'font-size': 12, 'font-weight': 'bold', 'min-zoomed-font-size': 4}},
       {selector: 'node.Topic', style: {'font-size': 11}},
@@ -74,7 +74,7 @@
       {selector: 'edge.SUBTOPIC_OF', style: {
         width: 1.6, 'line-color': '#59a14f', 'target-arrow-shape': 'triangle', 'target-arrow-color': '#59a14f'}},
       {selector: 'edge.meta', style: {'line-style': 'dashed', 'line-dash-pattern': [4, 3]}},
-      {selector: '.collapsed, .off', style: {display: 'none'}},
+      {selector: '.collapsed, .off, .pending', style: {display: 'none'}},
       {selector: '.faded', style: {opacity: 0.12}},
       {selector: 'node.match', style: {'border-width': 3, 'border-color': '#111', 'z-index': 10}},
       {selector: 'node:selected', style: {'border-width': 3, 'border-color': '#111', 'overlay-opacity': 0}},
@@ -170,10 +170,14 @@
         links.push({source: s, target: t, hub: e.source().hasClass('Document') || e.target().hasClass('Document')});
       }
     });
+    // 300 steps (d3's default cooling) up to 1,000 nodes, fewer above: each costs O(n log n) (Barnes-Hut).
+    var steps = nodes.length > 1000 ? 180 : 300;
+    // Small graphs get room for their labels; large ones are read by zooming in.
+    var spread = nodes.length < 150 ? 1.5 : nodes.length < 600 ? 1.25 : 1;
     var sim = d3.forceSimulation(simNodes).randomSource(seeded(7))
-      .force('link', d3.forceLink(links).distance(function (l) { return l.hub ? 70 : 45; }).strength(0.6))
-      .force('charge', d3.forceManyBody().strength(-110).distanceMax(900).theta(0.9))
-      .force('collide', d3.forceCollide(13))
+      .alphaDecay(1 - Math.pow(0.001, 1 / steps))
+      .force('link', d3.forceLink(links).distance(function (l) { return spread * (l.hub ? 90 : 55); }).strength(0.6))
+      .force('charge', d3.forceManyBody().strength(-200 * spread).distanceMax(1200 * spread).theta(0.9))
       .force('x', d3.forceX(0).strength(0.05))
       .force('y', d3.forceY(0).strength(0.05))
       .stop();
@@ -202,12 +206,19 @@
     var roots = topics.filter(function (t) {
       return edges.filter(function (e) { return e.source().id() === t.id(); }).empty();
     });
-    var depth = 1 + Math.max.apply(null, topics.map(function (t) { return byKey[t.id()].props.level || 1; }));
-    var width = Math.max(300, Math.min(2400, 70 * topics.length / Math.max(1, depth - 1)));
+    var perLevel = {};
+    topics.forEach(function (t) { var l = byKey[t.id()].props.level || 1; perLevel[l] = (perLevel[l] || 0) + 1; });
+    var levels = Object.keys(perLevel).map(function (l) { return perLevel[l]; });
+    var depth = levels.length + 1;
+    // Room for a label (~140 px) per topic on the widest level, but no wider than the rest of the graph (at
+    // least 800 px): a wide tree would shrink everything else when the page fits both.
+    var room = beside ? Math.max(800, beside.w) : 6000;
+    var width = Math.max(300, Math.min(room, 140 * Math.max.apply(null, levels)));
+    var height = Math.max(110 * depth, beside ? beside.h / 2 : 0);
     var x1 = beside ? beside.x2 + 160 : 0, y1 = beside ? beside.y1 : 0;
     topics.union(edges).layout({name: 'breadthfirst', directed: false, roots: roots, animate: false, fit: false,
                                 spacingFactor: 1, avoidOverlap: true,
-                                boundingBox: {x1: x1, y1: y1, w: width, h: 110 * depth}}).run();
+                                boundingBox: {x1: x1, y1: y1, w: width, h: height}}).run();
   }
 
   function layout() {
@@ -217,6 +228,7 @@
     var nodes = visible();
     var topics = nodes.filter('.Topic'), rest = nodes.not('.Topic');
     forceLayout(rest, function () {
+      cy.nodes('.pending').removeClass('pending');  // first: a node not displayed has no bounding box
       treeLayout(topics, rest.nonempty() ? rest.boundingBox() : null);
       cy.fit(visible(), 30);
       summary();
@@ -444,6 +456,9 @@
   document.body.dataset.nodes = String(data.nodes.length);
   document.body.dataset.edges = String(data.edges.length);
 
+  // Nothing is drawn until the first layout is done: drawing every node piled at one point costs as much as a
+  // third of the layout's time on a large page, for a picture nobody needs.
+  cy.nodes().addClass('pending');
   applyChunks();
   layout();
 })();

@@ -140,8 +140,11 @@ class _Walk:
         row = self.rows.get(key)
         if row is None:
             return
-        for rel in [*row["outgoing"], *row["incoming"]]:
-            if rel["type"] == "NEXT_CHUNK" or rel["id"] is None:
+        # In a fixed order (the server's is its storage order), so that the limit always keeps the same nodes.
+        rels = sorted((r for r in [*row["outgoing"], *row["incoming"]] if r["id"] is not None),
+                      key=lambda r: (str(r["label"]), str(r["id"]), str(r["type"])))  # fmt: skip
+        for rel in rels:
+            if rel["type"] == "NEXT_CHUNK":
                 continue
             if rel["label"] == "Chunk" and rel.get("doc_id"):
                 self.doc_of[str(rel["id"])] = str(rel["doc_id"])
