@@ -14,7 +14,7 @@
     Category: {color: '#d4a900', shape: 'star', size: 26},
     Keyword: {color: '#b07aa1', shape: 'tag', size: 16},
     Summary: {color: '#76b7b2', shape: 'round-rectangle', size: 14},
-    Question: {color: '#ff7f9a', shape: 'vee', size: 16}
+    Question: {color: '#ff7f9a', shape: 'hexagon', size: 16}  // not 'vee': a click on its middle misses it
   };
   var ORDER = ['Document', 'Chunk', 'Entity', 'Topic', 'Fact', 'Question', 'Category', 'Keyword', 'Summary'];
   var OTHER = {color: '#888', shape: 'ellipse', size: 16};
