@@ -32,6 +32,9 @@ __all__ = [
     "READ_TIMEOUT_S",
     "RETRIES",
     "USER_SCHEMA",
+    "VIEW_DEPTH",
+    "VIEW_LIMIT",
+    "VIEW_OUTPUT",
     "kg_etl_home",
     "private_dir",
 ]
@@ -80,6 +83,10 @@ CONNECT_TIMEOUT_S = 30.0  # keep retrying a graph database that is still startin
 # Requests in flight at once to a model server (--llm): enough to keep a batching server (vLLM,
 # llama-server with parallel slots) busy; a one-at-a-time server queues them at no cost.
 LLM_CONCURRENCY = 4
+# kg-etl view: hops from the start nodes, and the most nodes one page holds (a browser lays out ~2,000 in seconds).
+VIEW_DEPTH = 1
+VIEW_LIMIT = 1000
+VIEW_OUTPUT = "graph.html"
 
 
 def kg_etl_home() -> Path:

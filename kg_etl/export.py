@@ -43,6 +43,7 @@ __all__ = [
     "QARecord",
     "SummaryRecord",
     "TopicRecord",
+    "check_target",
     "export",
     "export_to",
     "format_qa",
@@ -51,6 +52,7 @@ __all__ = [
     "qa_schema",
     "question_key",
     "question_words",
+    "write_atomically",
 ]
 
 QAFormat = Literal["plain", "chat", "alpaca", "sharegpt"]
@@ -63,6 +65,7 @@ PAGE_CHUNKS = 250  # chunks per page: 250..1000 export equally fast on ArcadeDB;
 PAGE_DOCUMENTS = 100
 Row = dict[str, Any]
 R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
 
 
 # -- reading in pages --------------------------------------------------------------------------------------
@@ -296,23 +299,37 @@ def export_to(
         except OSError as e:
             raise ConfigError(f"standard output: cannot write the export ({e.strerror or e})") from e
         return report
-    path = Path(target)
-    _check_target(path)
+    return write_atomically(Path(target), lambda f: export(graph, f, kind, documents, qa), hint=" (use - for stdout)")
+
+
+def write_atomically(path: Path, write: Callable[[TextIO], T], errors: str = "strict", hint: str = "") -> T:
+    """Call ``write`` with a new file that replaces ``path`` only once it is whole; return what it returns.
+
+    The text goes to a temporary file in the target's folder, created exclusively and never through a link
+    (``O_CREAT | O_EXCL | O_NOFOLLOW``), which then replaces the target. Only a regular file is ever
+    replaced: a device, a FIFO, a folder or a symbolic link at the target is refused.
+
+    Raises:
+        ConfigError: the target is not a regular file, its folder is missing, or writing failed.
+    """
+    check_target(path, hint)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            report = export(graph, f, kind, documents, qa)
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors, newline="\n") as f:
+            result = write(f)
         os.replace(partial, path)
     except OSError as e:  # the graph's own OSErrors arrive as GraphError, so this one is the file's
         raise ConfigError(f"{path}: cannot write it ({e.strerror or e}); check its folder and disk") from e
     finally:
         with contextlib.suppress(OSError):
             partial.unlink()
-    return report
+    return result
 
 
-def _check_target(path: Path) -> None:
+def check_target(path: Path, hint: str = " (use - for stdout)") -> None:
+    """Refuse an output path that is not a regular file (a link, a folder, a FIFO, a device) or whose folder
+    is missing: ConfigError, in one line naming the path (and ``hint``)."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -323,7 +340,7 @@ def _check_target(path: Path) -> None:
         raise ConfigError(f"{path}: cannot check the output path ({e.strerror or e})") from e
     if not stat.S_ISREG(mode):
         what = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise ConfigError(f"{path}: {what}; export writes regular files only (use - for stdout)")
+        raise ConfigError(f"{path}: {what}; kg-etl writes regular files only{hint}")
 
 
 def _export_qa(graph: Graph, out: TextIO, documents: Sequence[str], options: QAOptions, page_size: int) -> ExportReport:

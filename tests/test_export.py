@@ -34,6 +34,7 @@ from kg_etl.export import (
     qa_schema,
     question_key,
 )
+from kg_etl.export_graph import GRAPH_FORMATS
 from kg_etl.extract.base import ChunkExtraction
 from kg_etl.extract.facts import Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
@@ -523,7 +524,7 @@ def test_cli_choices_match_the_library() -> None:
     command = cli.commands["export"]
     choices = {p.name: list(getattr(p.type, "choices", [])) for p in command.params}
     assert choices["kind"] == list(KINDS)
-    assert choices["fmt"] == list(FORMATS)
+    assert choices["fmt"] == [*FORMATS, *GRAPH_FORMATS]
 
 
 # ---------------------------------------------------------------- a large graph, in flat memory

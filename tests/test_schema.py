@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import neo4j
 import pytest
 from click.testing import CliRunner
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from kg_etl.cli import cli
 from kg_etl.errors import ConfigError
@@ -307,3 +307,28 @@ def test_schema_without_a_schema_file_is_a_usage_error(tiny_model_path: Path, tm
     assert result.exit_code == 2 and "needs --schema" in result.output
     result = CliRunner().invoke(cli, ["ingest", str(tmp_path), "--model", str(tiny_model_path), "--schema", "nope"])
     assert result.exit_code == 2 and "--schema nope" in result.output and "Traceback" not in result.output
+
+
+def test_the_view_and_the_graph_exports_carry_the_schemas_types(
+    paper_graph: Path, graph_server: GraphConn, tmp_path: Path
+) -> None:
+    from kg_etl.graph.connection import Graph, GraphSettings
+    from kg_etl.view import Selection, select_view
+
+    settings = GraphSettings(uri=graph_server.uri, username=graph_server.username,
+                             password=SecretStr(graph_server.password), database=graph_server.database)  # fmt: skip
+    with Graph(settings) as kg:
+        view = select_view(kg, Selection())
+    names = {n.name for n in view.nodes if n.kind == "SchemaNode"}
+    assert {"Deep Nets for Cats", "Alice Smith", "CatNet", "ImageNet"} <= names
+    assert {e.type for e in view.edges} >= {"WROTE", "PROPOSES", "USES", "MENTIONED_IN"}
+    catnet = next(n for n in view.nodes if n.name == "CatNet")
+    assert len(view.citations[catnet.key]) == 2  # named in both chunks, each cited
+
+    for fmt, expected in (("graphml", (":SchemaNode:Paper", ">WROTE<")), ("cypher", ("(n:`SchemaNode`:`Paper`)",
+                          "[r:`WROTE`]"))):  # fmt: skip
+        out = tmp_path / f"graph.{fmt}"
+        result = CliRunner().invoke(cli, ["export", str(out), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        text = out.read_text(encoding="utf-8")
+        assert all(part in text for part in expected), (fmt, expected)

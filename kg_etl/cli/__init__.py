@@ -10,11 +10,12 @@ as one line; anything else is a bug and keeps its traceback. Commands import the
     evaluate.py  eval webnlg, eval gold
     system.py    graph (the local server), models, chunks, doctor, bench, home
     settings.py  init, config show
+    view.py      view (the graph as an HTML page)
 """
 
 from __future__ import annotations
 
-from kg_etl.cli import data, evaluate, ingest, settings, system
+from kg_etl.cli import data, evaluate, ingest, settings, system, view
 from kg_etl.cli.app import cli, main
 
-__all__ = ["cli", "data", "evaluate", "ingest", "main", "settings", "system"]
+__all__ = ["cli", "data", "evaluate", "ingest", "main", "settings", "system", "view"]

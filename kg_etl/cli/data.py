@@ -12,11 +12,14 @@ from kg_etl import defaults as d
 from kg_etl.cli.app import add_row, cli, graph_options, open_graph, out, say, table
 from kg_etl.errors import KgEtlError
 
+# The graph formats of `kg-etl export` (kg_etl.export_graph.GRAPH_FORMATS, here without importing it for --help).
+GRAPH_FORMATS = ("graphml", "cypher", "json-graph")
+
 __all__ = ["export", "query", "remove", "schema", "stats"]
 
 
 @cli.command()
-@click.argument("out_path", metavar="OUT.jsonl", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("out_path", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--kind",
     type=click.Choice(d.EXPORT_KINDS),
@@ -28,11 +31,13 @@ __all__ = ["export", "query", "remove", "schema", "stats"]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["plain", "chat", "alpaca", "sharegpt"]),
+    type=click.Choice(["plain", "chat", "alpaca", "sharegpt", *GRAPH_FORMATS]),
     default="plain",
     show_default=True,
     help="QA record shape: plain (kg_etl/data/qa_record.schema.json), chat (messages), alpaca "
-    "(instruction/input/output) or sharegpt (conversations); the last three carry the citation as metadata.",
+    "(instruction/input/output) or sharegpt (conversations); the last three carry the citation as metadata. "
+    "Or the whole graph, with no other option: graphml (Gephi, yEd, Cytoscape), cypher (statements that "
+    "rebuild it in an empty Neo4j) or json-graph (Cytoscape.js JSON, which Cytoscape imports).",
 )
 @click.option(
     "--validated-only/--all",
@@ -78,7 +83,8 @@ def export(
 
     "-" writes to stdout. Near-duplicate questions are removed unless --keep-duplicates; stderr says how many,
     and how many pairs were left out as not (yet) valid. The same graph always gives the same file. A file is
-    written whole or not at all, and only a regular file is ever written or replaced.
+    written whole or not at all, and only a regular file is ever written or replaced. --format graphml,
+    cypher or json-graph writes the whole graph instead, for Gephi, yEd, Cytoscape or a Neo4j import.
 
     \b
     Examples:
@@ -86,7 +92,11 @@ def export(
       kg-etl export train.jsonl --format sharegpt --min-score 0.8
       kg-etl export - --kind facts --document report.pdf
       kg-etl export papers.jsonl --kind schema
+      kg-etl export graph.graphml --format graphml
     """
+    if fmt in GRAPH_FORMATS:
+        _export_graph(out_path, fmt, graph)
+        return
     from kg_etl.export import QAOptions, export_to
 
     options: dict[str, Any] = {"format": fmt, "validated_only": validated_only, "min_score": min_score}
@@ -100,6 +110,24 @@ def export(
     if kind == "qa":
         left_out = "not valid (--all writes them)" if validated_only else "below --min-score"
         say(f"{report.duplicates_removed} near-duplicate questions removed, {report.filtered_out} pairs {left_out}")
+
+
+def _export_graph(out_path: str, fmt: str, graph: dict[str, Any]) -> None:
+    """The whole graph in a graph format: the options that choose records do not apply, so none may be given."""
+    from kg_etl.export_graph import export_graph_to
+
+    ctx = click.get_current_context()
+    given = [flag for name, flag in _RECORD_OPTIONS.items() if ctx.get_parameter_source(name) in _GIVEN]
+    if given:
+        raise click.UsageError(f"--format {fmt} writes the whole graph: it takes no {', '.join(given)}")
+    with open_graph(**graph) as conn:
+        report = export_graph_to(conn, out_path, fmt, stdout=sys.stdout)
+    say(f"{report.nodes} nodes and {report.edges} relationships written to {out_path} ({fmt})")
+
+
+_GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+_RECORD_OPTIONS = {"kind": "--kind", "validated_only": "--all", "min_score": "--min-score", "documents": "--document",
+                   "keep_duplicates": "--keep-duplicates", "system_prompt": "--system"}  # fmt: skip
 
 
 @cli.command()

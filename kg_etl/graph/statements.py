@@ -653,5 +653,106 @@ ORDER BY type
 """,
 )
 
+# -- kg-etl view and the graph export (graphml, cypher, json-graph) ---------------------------------------------
+# One statement per label, the label taken from LABELS (never from data), so that every lookup by id uses that
+# label's uniqueness index. Each relationship is one node's outgoing one, with its properties: the edges of a
+# set of nodes are the outgoing ones of its nodes that end inside it. A node of a user schema is named by
+# SchemaNode, not by its declared type (a label of the user's, which labels(m)[0] may return).
+
+
+def _by_label(name: str, text: str, example: dict[str, Any]) -> dict[str, Statement]:
+    return {label: Statement(f"{name}_{label.lower()}", text.replace("{label}", label), example) for label in LABELS}
+
+
+VIEW_NODES = _by_label(
+    "view_nodes",
+    """
+UNWIND $ids AS id
+MATCH (n:{label} {id: id})
+RETURN n.id AS id, properties(n) AS props,
+       [(n)-[r]->(m) | {type: type(r), label: CASE WHEN m:SchemaNode THEN 'SchemaNode' ELSE labels(m)[0] END,
+                        id: m.id, doc_id: m.doc_id, props: properties(r)}] AS outgoing,
+       [(n)<-[r]-(m) | {type: type(r), label: CASE WHEN m:SchemaNode THEN 'SchemaNode' ELSE labels(m)[0] END,
+                        id: m.id, doc_id: m.doc_id}] AS incoming
+""",
+    {"ids": ["d1"]},
+)
+
+GRAPH_PAGE = _by_label(
+    "graph_page",
+    """
+MATCH (n:{label})
+WHERE n.id > $after
+WITH n
+ORDER BY n.id
+LIMIT $limit
+RETURN n.id AS id, properties(n) AS props,
+       [(n)-[r]->(m) | {type: type(r), label: CASE WHEN m:SchemaNode THEN 'SchemaNode' ELSE labels(m)[0] END,
+                        id: m.id, props: properties(r)}] AS outgoing
+ORDER BY id
+""",
+    {"after": "", "limit": 500},
+)
+
+VIEW_DOCUMENTS = Statement(
+    "view_documents",
+    """
+MATCH (d:Document)
+RETURN d.id AS id
+ORDER BY d.path, d.id
+LIMIT $limit
+""",
+    {"limit": 1000},
+)
+
+FIND_ENTITIES = Statement(
+    "find_entities",
+    """
+MATCH (e:Entity)
+WHERE e.id = $ref OR toLower(e.name) = toLower($ref) OR any(alias IN e.aliases WHERE toLower(alias) = toLower($ref))
+RETURN e.id AS id
+ORDER BY e.name, e.id
+""",
+    {"ref": "Ada"},
+)
+
+FIND_TOPICS = Statement(
+    "find_topics",
+    """
+MATCH (t:Topic)
+WHERE t.id = $ref OR toLower(t.path) = toLower($ref) OR toLower(t.name) = toLower($ref)
+RETURN t.id AS id
+ORDER BY t.path, t.id
+""",
+    {"ref": "Biology > Cells"},
+)
+
+TOPIC_ANCESTORS = Statement(
+    "topic_ancestors",
+    """
+UNWIND $ids AS id
+MATCH (:Topic {id: id})-[:SUBTOPIC_OF*1..]->(a:Topic)
+RETURN id, collect(DISTINCT a.id) AS ancestors
+""",
+    {"ids": ["t1"]},
+)
+
+CHUNK_TEXTS = Statement(
+    "chunk_texts",
+    """
+UNWIND $ids AS id
+MATCH (c:Chunk {id: id})
+OPTIONAL MATCH (d:Document)-[:HAS_CHUNK]->(c)
+RETURN c.id AS id, c.text AS text, c.index AS index, c.page_start AS page_start, c.page_end AS page_end,
+       d.id AS doc_id, d.name AS doc_name
+""",
+    {"ids": ["c1"]},
+)
+
 # Every statement above, by name: built from the module so none can be forgotten.
-ALL: dict[str, Statement] = {s.name: s for s in list(globals().values()) if isinstance(s, Statement)}
+ALL: dict[str, Statement] = {
+    s.name: s
+    for value in list(globals().values())
+    for s in (value.values() if isinstance(value, dict) else [value])
+    if isinstance(s, Statement)
+}
