@@ -26,7 +26,9 @@ from typing import Any
 
 import neo4j
 import pytest
+from pydantic import SecretStr
 
+from kg_etl.graph.connection import Graph, GraphSettings
 from kg_etl.graph.server import READER, LocalGraphServer, ServerInfo
 from kg_etl.llm.runtime import LocalModel, Sampling
 
@@ -129,6 +131,21 @@ def graph_env(graph: neo4j.Driver, graph_server: GraphConn, monkeypatch: pytest.
     monkeypatch.setenv("NEO4J_PASSWORD", graph_server.password)
     monkeypatch.setenv("NEO4J_DATABASE", graph_server.database)
     return graph_server
+
+
+def graph_settings(conn: GraphConn) -> GraphSettings:
+    """The settings kg-etl's own ``Graph`` needs for the test server."""
+    return GraphSettings(
+        uri=conn.uri, username=conn.username, password=SecretStr(conn.password), database=conn.database
+    )
+
+
+@pytest.fixture
+def kg(graph: neo4j.Driver, graph_server: GraphConn) -> Iterator[Graph]:
+    """kg-etl's ``Graph`` on the clean graph, its schema (constraints, indexes) applied."""
+    with Graph(graph_settings(graph_server)) as conn:
+        conn.apply_schema()
+        yield conn
 
 
 def reset_database(conn: GraphConn) -> None:

@@ -11,20 +11,18 @@ import io
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import neo4j
 import pytest
 from click.testing import CliRunner
-from pydantic import SecretStr
 
 from kg_etl.cli import cli
 from kg_etl.cli.app import EXIT_ERROR
 from kg_etl.export_graph import GRAPH_FORMATS, cypher_literal, cypher_name, export_graph
 from kg_etl.graph import statements as st
-from kg_etl.graph.connection import Graph, GraphSettings, split_cypher
+from kg_etl.graph.connection import Graph, split_cypher
 from tests.conftest import GraphConn, reset_database
 from tests.cypherlint import CypherStatement, lint_statements
 from tests.test_cypher import SCHEMA
@@ -37,15 +35,6 @@ HOSTILE_STRINGS = [
     "line\nbreak\r\n", "tab\there", "\u2028\u2029\x85", "nul\x00byte", "esc\x1b[31m", "`backtick`", "{$param}",
     "'); MATCH (n) DETACH DELETE n; //", "emoji 🔋 and ünïcode", "",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def kg(graph: neo4j.Driver, graph_server: GraphConn) -> Iterator[Graph]:
-    settings = GraphSettings(uri=graph_server.uri, username=graph_server.username,
-                             password=SecretStr(graph_server.password), database=graph_server.database)  # fmt: skip
-    with Graph(settings) as conn:
-        conn.apply_schema()
-        yield conn
 
 
 @pytest.fixture

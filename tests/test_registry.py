@@ -17,15 +17,14 @@ from typing import Any
 
 import neo4j
 import pytest
-from pydantic import SecretStr
 
 from kg_etl.config import IngestSettings
 from kg_etl.extract.base import Job, OnReply, Reply
-from kg_etl.graph.connection import Graph, GraphSettings
+from kg_etl.graph.connection import Graph
 from kg_etl.llm.pool import PooledBackend
 from kg_etl.pipeline import ingest
 from kg_etl.samples import make_pdf
-from tests.conftest import GraphConn
+from tests.conftest import GraphConn, graph_settings
 
 SNAPSHOT = Path(__file__).parent / "data" / "graph_snapshot.json"
 
@@ -169,13 +168,7 @@ def test_the_graph_is_the_same_as_before_the_registry(
     folder.mkdir()
     make_pdf(folder / "mixed.pdf", PAGES, title="Three Reports")
     settings = IngestSettings(model=str(tiny_model_path), chunk_tokens=110, overlap_tokens=0, batch_size=2)
-    conn = GraphSettings(
-        uri=graph_server.uri,
-        username=graph_server.username,
-        password=SecretStr(graph_server.password),
-        database=graph_server.database,
-    )
-    with Graph(conn) as kg:
+    with Graph(graph_settings(graph_server)) as kg:
         report = ingest([folder], kg, settings)
     assert report.ok, report
     assert report.documents[0].chunks == 3

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import neo4j
 import pytest
 from click.testing import CliRunner
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from kg_etl.cli import cli
 from kg_etl.errors import ConfigError
@@ -25,7 +25,7 @@ from kg_etl.graph.user_schema import node_statement, relationship_statement
 from kg_etl.llm.grammar import schema_grammar
 from kg_etl.llm.pool import PooledBackend
 from kg_etl.samples import make_pdf
-from tests.conftest import GraphConn
+from tests.conftest import GraphConn, graph_settings
 from tests.test_grammar import Gbnf
 
 TEXT = (
@@ -312,12 +312,10 @@ def test_schema_without_a_schema_file_is_a_usage_error(tiny_model_path: Path, tm
 def test_the_view_and_the_graph_exports_carry_the_schemas_types(
     paper_graph: Path, graph_server: GraphConn, tmp_path: Path
 ) -> None:
-    from kg_etl.graph.connection import Graph, GraphSettings
+    from kg_etl.graph.connection import Graph
     from kg_etl.view import Selection, select_view
 
-    settings = GraphSettings(uri=graph_server.uri, username=graph_server.username,
-                             password=SecretStr(graph_server.password), database=graph_server.database)  # fmt: skip
-    with Graph(settings) as kg:
+    with Graph(graph_settings(graph_server)) as kg:
         view = select_view(kg, Selection())
     names = {n.name for n in view.nodes if n.kind == "SchemaNode"}
     assert {"Deep Nets for Cats", "Alice Smith", "CatNet", "ImageNet"} <= names

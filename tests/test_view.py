@@ -13,7 +13,6 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ from typing import Any
 import neo4j
 import pytest
 from click.testing import CliRunner
-from pydantic import SecretStr
 
 from kg_etl.cli import cli
 from kg_etl.cli.app import EXIT_ERROR
 from kg_etl.errors import ConfigError, KgEtlError
-from kg_etl.graph.connection import Graph, GraphSettings
+from kg_etl.graph.connection import Graph
 from kg_etl.view import GraphView, Selection, render_html, select_view
 from kg_etl.view.cite import find_spans, utf16_offsets
 from kg_etl.view.render import ASSETS, VENDORED, script_json
@@ -34,15 +32,6 @@ from tests.conftest import GraphConn
 from tests.viewgraph import EVIDENCE, HOSTILE, QUESTION, KnownCorpus, write_known_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def kg(graph: neo4j.Driver, graph_server: GraphConn) -> Iterator[Graph]:
-    settings = GraphSettings(uri=graph_server.uri, username=graph_server.username,
-                             password=SecretStr(graph_server.password), database=graph_server.database)  # fmt: skip
-    with Graph(settings) as conn:
-        conn.apply_schema()
-        yield conn
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from kg_etl.extract.categories import categories_extractor
 from kg_etl.extract.facts import Fact, Facts, Triple
 from kg_etl.extract.keywords import Keyword, Keywords
 from kg_etl.extract.qa import QAPair, QAPairs
-from kg_etl.extract.run import Validations
 from kg_etl.extract.summary import Summary
 from kg_etl.extract.taxonomy import Taxonomy, TopicNode, TopicPath
-from kg_etl.extract.validate import Validation
+from kg_etl.extract.validate import Validation, Validations
 from kg_etl.graph.connection import Graph
 from kg_etl.graph.writer import DocStatus, GraphWriter
 from kg_etl.models import Chunk, DocumentMeta, content_id
@@ -67,7 +66,7 @@ def _qa(question: str, answer: str, evidence: str) -> dict[str, BaseModel]:
     verdict = {"verdict": "valid", "score": 0.9, "judgement": "agrees", "model_answer": answer}
     check = Validation.model_validate(verdict | {"evidence_found": True, "evidence_score": 1.0, "answer_overlap": 1.0})
     pairs = QAPairs(pairs=[QAPair(question=question, answer=answer, evidence=evidence)])
-    return {"qa": pairs, "validation": Validations(items=[check])}
+    return {"qa": pairs, "validate": Validations(items=[check])}
 
 
 def write_known_corpus(graph: Graph) -> KnownCorpus:
