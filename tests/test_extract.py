@@ -47,7 +47,7 @@ from kg_etl.extract.validate import (
 )
 from kg_etl.llm import runtime
 from kg_etl.llm.backend import LangChainBackend, LlamaBackend
-from kg_etl.llm.grammar import llama_grammar, parse_reply
+from kg_etl.llm.grammar import STORED_MAY_BE_NULL, llama_grammar, parse_reply
 from kg_etl.llm.langchain import ChatLocalLFM2
 from kg_etl.llm.prompt import chunk_messages
 from kg_etl.llm.runtime import (
@@ -105,7 +105,19 @@ def assert_fits(result: BaseModel, schema: type[BaseModel]) -> None:
     """``result`` is a ``schema`` whose JSON meets every bound of the schema's JSON Schema."""
     assert isinstance(result, schema)
     # jsonschema checks maxLength/maxItems/enum/minimum on its own, independently of pydantic's parsing.
-    jsonschema.validate(result.model_dump(mode="json"), schema.model_json_schema())
+    jsonschema.validate(result.model_dump(mode="json"), stored_schema(schema.model_json_schema()))
+
+
+def stored_schema(node: Any) -> Any:
+    """A reply schema as stored results meet it: a ``never_null`` field that a validator dropped is null."""
+    if isinstance(node, list):
+        return [stored_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: stored_schema(value) for key, value in node.items()}
+    if node.pop(STORED_MAY_BE_NULL, False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
 
 
 # ================================================================ the tiny real model

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_REPEAT",
     "MAX_REPLY_TOKENS",
     "SPAN_WORDS",
+    "STORED_MAY_BE_NULL",
     "GrammarError",
     "TruncatedReplyError",
     "copy_spans",
@@ -78,6 +79,10 @@ only admits spans of the job's source text (its chunk), so every subject and obj
 
 SPAN_WORDS = 8
 """Most words in a copied span: an entity name, a date or an amount, not a clause."""
+
+STORED_MAY_BE_NULL = "x-stored-may-be-null"
+"""Set by ``never_null``: the reply must fill the field, but a validator may drop it to ``None`` afterwards,
+so a check of stored results (not of replies) lets it be null."""
 
 LOWER = "x-lower"
 """JSON-schema annotation on a string field (``json_schema_extra={LOWER: True}``): no ASCII capital letter.
@@ -116,7 +121,19 @@ _LOWER_CHAR = _BASE_RULES["char"].replace("\\x7F", "\\x7FA-Z", 1)
 
 # Keywords that only describe a value; everything else must be understood or the build fails.
 _ANNOTATIONS = frozenset(
-    {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly", "$comment", COPY, LOWER}
+    {
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "$comment",
+        COPY,
+        LOWER,
+        STORED_MAY_BE_NULL,
+    }
 )
 
 # A word, with the marks inside it: 1,200  U.S  co-founder  Aarhus's. Spans are runs of these.
@@ -216,6 +233,7 @@ def never_null(schema: dict[str, Any]) -> None:
     if len(options) != 1:
         raise GrammarError(f"never_null needs an optional of one type, not {options!r}")
     schema.update(options[0])
+    schema[STORED_MAY_BE_NULL] = True  # for checks of stored results: a validator may still make it null
 
 
 def max_tokens_for(model: type[BaseModel], limit: int = MAX_REPLY_TOKENS) -> int:
