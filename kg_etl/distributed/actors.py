@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,17 @@ class ActorUse(BaseModel):
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
         self.seconds += completion.seconds
+
+
+def _totals(uses: Iterable[ActorUse]) -> ModelStats:
+    """The actors' replies summed, as one model's running totals."""
+    total = ModelStats()
+    for use in uses:
+        total.calls += use.calls
+        total.prompt_tokens += use.prompt_tokens
+        total.completion_tokens += use.completion_tokens
+        total.seconds += use.seconds
+    return total
 
 
 @dataclass(frozen=True)
@@ -165,13 +176,7 @@ class ActorGroup:
         return any(slot.in_flight for slot in self._slots)
 
     def stats(self) -> ModelStats:
-        total = ModelStats()
-        for use in self.uses:
-            total.calls += use.calls
-            total.prompt_tokens += use.prompt_tokens
-            total.completion_tokens += use.completion_tokens
-            total.seconds += use.seconds
-        return total
+        return _totals(self.uses)
 
     def run(self, jobs: Sequence[Job], on_reply: OnReply | None = None) -> list[Reply]:
         """One reply per job, in order; ``on_reply`` is called in this thread, as each arrives."""
@@ -401,13 +406,7 @@ class RayModelPool(ModelPool):
         return self.ended + [use for group in groups for use in group.uses]
 
     def stats(self) -> ModelStats:
-        total = ModelStats()
-        for use in self.actors:
-            total.calls += use.calls
-            total.prompt_tokens += use.prompt_tokens
-            total.completion_tokens += use.completion_tokens
-            total.seconds += use.seconds
-        return total
+        return _totals(self.actors)
 
     def release(self, ref: str) -> None:
         group = self._groups.pop(ref, None)
